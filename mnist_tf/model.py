@@ -1,0 +1,99 @@
+"""The multi-layer perceptron: Dense + ReLU (+ dropout) layers ending in 10 logits."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import tensorflow as tf
+
+from mnist_tf.data import NUM_CLASSES, NUM_PIXELS
+from mnist_tf.layers import Dense
+
+
+class MLP(tf.Module):
+    """784 -> hidden_sizes (ReLU, dropout) -> 10 logits.
+
+    Hidden layers use He initialisation (they feed a ReLU), the output layer
+    Glorot. Dropout, when enabled, is applied after each hidden ReLU during
+    training only, with stateless ops keyed by a seed the caller passes in, so
+    a run's dropout masks are reproducible and resumable.
+    """
+
+    def __init__(
+        self,
+        hidden_sizes: tuple[int, ...],
+        seed: int,
+        dropout: float = 0.0,
+        compute_dtype: tf.DType = tf.float32,
+        name: str | None = None,
+    ):
+        """Creates the model and all its variables.
+
+        Args:
+            hidden_sizes: widths of the hidden layers, input side first.
+            seed: seed of the initial weights.
+            dropout: probability of dropping a hidden activation in training.
+            compute_dtype: dtype of the layers' arithmetic.
+            name: module name.
+        """
+        super().__init__(name=name)
+        self.hidden_sizes = tuple(hidden_sizes)
+        self.dropout = float(dropout)
+        self.compute_dtype = tf.as_dtype(compute_dtype)
+        rng = tf.random.Generator.from_seed(seed)
+        sizes = (NUM_PIXELS, *self.hidden_sizes, NUM_CLASSES)
+        self.layers = []
+        with self.name_scope:
+            for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+                is_output = i == len(sizes) - 2
+                self.layers.append(Dense(
+                    fan_in, fan_out, rng,
+                    initializer="glorot_uniform" if is_output else "he_normal",
+                    compute_dtype=compute_dtype,
+                    name="logits" if is_output else f"hidden_{i}",
+                ))
+
+    def __call__(
+        self, x: tf.Tensor, training: bool = False, seed: tf.Tensor | None = None
+    ) -> tf.Tensor:
+        """Returns float32 logits [batch, 10] for images x [batch, 784].
+
+        Args:
+            x: flattened images.
+            training: whether to apply dropout.
+            seed: int64 [2] seed of this call's dropout masks; required when
+                training with dropout.
+        """
+        use_dropout = training and self.dropout > 0.0
+        if use_dropout and seed is None:
+            raise ValueError("training with dropout needs a seed")
+        for i, layer in enumerate(self.layers[:-1]):
+            x = tf.nn.relu(layer(x))
+            if use_dropout:
+                # A distinct, reproducible seed per layer; stateless ops keep
+                # the masks a pure function of (seed, layer).
+                layer_seed = seed + tf.constant([0, i + 1], seed.dtype)
+                x = tf.nn.experimental.stateless_dropout(x, self.dropout, seed=layer_seed)
+        # Softmax and the loss run in float32 whatever the compute dtype.
+        return tf.cast(self.layers[-1](x), tf.float32)
+
+    def parameters(self) -> list[tf.Variable]:
+        """All variables in the documented order: per layer, input side first, kernel then bias."""
+        return [v for layer in self.layers for v in (layer.kernel, layer.bias)]
+
+    def kernels(self) -> list[tf.Variable]:
+        """The weight matrices (what L2 weight decay applies to)."""
+        return [layer.kernel for layer in self.layers]
+
+    def num_parameters(self) -> int:
+        """Total number of scalar parameters."""
+        return sum(int(np.prod(v.shape)) for v in self.parameters())
+
+
+def params_sha256(model: MLP) -> str:
+    """sha256 over the float32 little-endian C-order bytes of `model.parameters()`, in order."""
+    digest = hashlib.sha256()
+    for variable in model.parameters():
+        digest.update(np.ascontiguousarray(variable.numpy(), dtype="<f4").tobytes())
+    return digest.hexdigest()

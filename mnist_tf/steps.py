@@ -1,0 +1,126 @@
+"""The traced train step and eval step, and the metric accumulators they update."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from mnist_tf import losses
+from mnist_tf.data import NUM_PIXELS
+from mnist_tf.model import MLP
+from mnist_tf.optimizers import Adam
+
+
+class Metrics(tf.Module):
+    """Running sums of loss, correct predictions and examples, kept in variables.
+
+    The traced steps only `assign_add` into them, so reading them (which syncs
+    with the device) happens once per log interval, not once per step.
+    """
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name=name)
+        with self.name_scope:
+            self.loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="loss_sum")
+            self.correct = tf.Variable(0, dtype=tf.int64, trainable=False, name="correct")
+            self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="count")
+
+    def update(self, per_example_loss: tf.Tensor, logits: tf.Tensor, labels: tf.Tensor,
+               mask: tf.Tensor | None = None) -> None:
+        """Adds a batch; `mask` [batch] bool excludes padding rows."""
+        correct = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
+        if mask is not None:
+            per_example_loss = tf.where(mask, per_example_loss, 0.0)
+            correct = tf.logical_and(correct, mask)
+            count = tf.reduce_sum(tf.cast(mask, tf.int64))
+        else:
+            count = tf.cast(tf.shape(labels)[0], tf.int64)
+        self.loss_sum.assign_add(tf.cast(tf.reduce_sum(per_example_loss), tf.float64))
+        self.correct.assign_add(tf.reduce_sum(tf.cast(correct, tf.int64)))
+        self.count.assign_add(count)
+
+    def result(self) -> dict[str, float]:
+        """Returns {"loss", "accuracy", "count"} as Python numbers (syncs with the device)."""
+        count = int(self.count.numpy())
+        if count == 0:
+            return {"loss": float("nan"), "accuracy": float("nan"), "count": 0}
+        return {
+            "loss": float(self.loss_sum.numpy()) / count,
+            "accuracy": int(self.correct.numpy()) / count,
+            "count": count,
+        }
+
+    def reset(self) -> None:
+        """Zeroes the sums."""
+        for variable in (self.loss_sum, self.correct, self.count):
+            variable.assign(tf.zeros_like(variable))
+
+
+def make_train_step(
+    model: MLP,
+    optimizer: Adam,
+    schedule,
+    rng: tf.random.Generator,
+    metrics: Metrics,
+    batch_size: int,
+    weight_decay: float = 0.0,
+    jit_compile: bool = False,
+) -> tf.types.experimental.PolymorphicFunction:
+    """Builds the one traced training step: forward, loss, gradients, Adam.
+
+    Args:
+        model: the model; its `parameters()` are trained.
+        optimizer: Adam holding the slots for those parameters.
+        schedule: maps the int64 step to the float32 learning rate.
+        rng: dropout seeds are drawn from it (it is checkpointed).
+        metrics: training-loss/accuracy accumulators.
+        batch_size: static batch size of every call.
+        weight_decay: L2 coefficient on the kernels.
+        jit_compile: compile the step with XLA.
+
+    Returns:
+        A `tf.function` taking (images float32 [batch, 784], labels int32
+        [batch]) and returning the scalar loss. Its fixed input signature means
+        it is traced exactly once.
+    """
+    parameters = model.parameters()
+    kernels = model.kernels()
+    use_dropout = model.dropout > 0.0
+
+    def train_step(images, labels):
+        # Draw the dropout seed outside the tape: it is not differentiable state.
+        seed = rng.make_seeds(1)[:, 0] if use_dropout else None
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True, seed=seed)
+            loss, per_example = losses.total_loss(logits, labels, kernels, weight_decay)
+        gradients = tape.gradient(loss, parameters)
+        optimizer.apply(gradients, parameters, schedule(optimizer.step))
+        metrics.update(per_example, logits, labels)
+        return loss
+
+    signature = [
+        tf.TensorSpec([batch_size, NUM_PIXELS], tf.float32, name="images"),
+        tf.TensorSpec([batch_size], tf.int32, name="labels"),
+    ]
+    return tf.function(train_step, input_signature=signature, jit_compile=jit_compile)
+
+
+def make_eval_step(
+    model: MLP, metrics: Metrics, batch_size: int, jit_compile: bool = False
+) -> tf.types.experimental.PolymorphicFunction:
+    """Builds the one traced eval step: forward pass and masked metric update.
+
+    Returns:
+        A `tf.function` taking (images [batch, 784], labels [batch], mask
+        [batch] bool) and updating `metrics`. Traced exactly once.
+    """
+
+    def eval_step(images, labels, mask):
+        logits = model(images, training=False)
+        metrics.update(losses.cross_entropy(logits, labels), logits, labels, mask)
+
+    signature = [
+        tf.TensorSpec([batch_size, NUM_PIXELS], tf.float32, name="images"),
+        tf.TensorSpec([batch_size], tf.int32, name="labels"),
+        tf.TensorSpec([batch_size], tf.bool, name="mask"),
+    ]
+    return tf.function(eval_step, input_signature=signature, jit_compile=jit_compile)

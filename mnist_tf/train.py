@@ -1,0 +1,119 @@
+"""Command line: `python -m mnist_tf.train [--flagfile=configs/default.cfg] [--flags]`."""
+
+from __future__ import annotations
+
+import time
+
+_PROCESS_START = time.time()
+
+from absl import app, flags, logging  # noqa: E402
+
+from mnist_tf import cli  # noqa: E402  (sets TF's log level before TF loads)
+from mnist_tf.config import LR_SCHEDULES, ConfigError, TrainConfig, parse_hidden_sizes  # noqa: E402
+from mnist_tf.errors import UserError  # noqa: E402
+
+FLAGS = flags.FLAGS
+_DEFAULTS = TrainConfig()
+
+
+def define_train_flags() -> None:
+    """Defines the training flags; called only by this entry point."""
+    flags.DEFINE_string("workdir", "runs/default",
+                        "Directory for checkpoints, summaries and results.json. A workdir "
+                        "with a checkpoint is resumed.")
+    flags.DEFINE_string("data_dir", None,
+                        "TFDS data directory (default: $TFDS_DATA_DIR, else TFDS's default).")
+    flags.DEFINE_string("manual_dir", None,
+                        "Directory holding the four official MNIST IDX .gz files, used when "
+                        "no prepared copy exists and TFDS cannot download.")
+    flags.DEFINE_boolean("download", True,
+                         "Allow TFDS's own download (tried only if its host answers a quick "
+                         "probe).")
+    flags.DEFINE_string("hidden_sizes", ",".join(map(str, _DEFAULTS.hidden_sizes)),
+                        "Comma-separated hidden layer widths, e.g. 512,256.")
+    flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Training batch size.")
+    flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Epochs to train (see --train_steps).")
+    flags.DEFINE_integer("train_steps", _DEFAULTS.train_steps,
+                         "Total optimizer steps; overrides --epochs when > 0. A resumed run "
+                         "continues to the same total.")
+    flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Adam's (peak) learning rate.")
+    flags.DEFINE_string("lr_schedule", _DEFAULTS.lr_schedule,
+                        f"Learning-rate schedule: {' or '.join(LR_SCHEDULES)}.")
+    flags.DEFINE_integer("warmup_steps", _DEFAULTS.warmup_steps,
+                         "Steps of linear learning-rate warmup.")
+    flags.DEFINE_float("weight_decay", _DEFAULTS.weight_decay,
+                       "L2 coefficient: loss += weight_decay * sum(kernel**2) / 2.")
+    flags.DEFINE_float("dropout", _DEFAULTS.dropout,
+                       "Dropout rate after each hidden layer, in [0, 1).")
+    flags.DEFINE_integer("validation_size", _DEFAULTS.validation_size,
+                         "Examples carved from the end of the train split for validation "
+                         "(0: none).")
+    flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of weights, data order and dropout.")
+    flags.DEFINE_boolean("deterministic", _DEFAULTS.deterministic,
+                         "Deterministic ops (tf.config.experimental.enable_op_determinism): "
+                         "two runs with one seed give identical parameters.")
+    flags.DEFINE_integer("log_every_steps", _DEFAULTS.log_every_steps,
+                         "Steps between progress lines and train summaries.")
+    flags.DEFINE_integer("checkpoint_every_steps", _DEFAULTS.checkpoint_every_steps,
+                         "Steps between checkpoints (one is always saved at the end).")
+    flags.DEFINE_integer("keep_checkpoints", _DEFAULTS.keep_checkpoints,
+                         "How many recent checkpoints to keep.")
+    flags.DEFINE_boolean("jit_compile", _DEFAULTS.jit_compile,
+                         "Compile the train and eval steps with XLA.")
+    flags.DEFINE_integer("eval_batch_size", _DEFAULTS.eval_batch_size,
+                         "Batch size of evaluation.")
+
+
+def config_from_flags() -> TrainConfig:
+    """Builds the validated `TrainConfig` from the parsed flags.
+
+    Raises:
+        ConfigError: naming the offending flag.
+    """
+    return TrainConfig(
+        hidden_sizes=parse_hidden_sizes(FLAGS.hidden_sizes),
+        batch_size=FLAGS.batch_size,
+        epochs=FLAGS.epochs,
+        train_steps=FLAGS.train_steps,
+        learning_rate=FLAGS.learning_rate,
+        lr_schedule=FLAGS.lr_schedule,
+        warmup_steps=FLAGS.warmup_steps,
+        weight_decay=FLAGS.weight_decay,
+        dropout=FLAGS.dropout,
+        validation_size=FLAGS.validation_size,
+        seed=FLAGS.seed,
+        deterministic=FLAGS.deterministic,
+        log_every_steps=FLAGS.log_every_steps,
+        checkpoint_every_steps=FLAGS.checkpoint_every_steps,
+        keep_checkpoints=FLAGS.keep_checkpoints,
+        jit_compile=FLAGS.jit_compile,
+        eval_batch_size=FLAGS.eval_batch_size,
+    )
+
+
+def main(argv: list[str]) -> None:
+    """Validates the flags, then trains and evaluates."""
+    # absl's INFO lines (TF's checkpoint internals) drown the progress output.
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+    try:
+        config = config_from_flags()
+        if not FLAGS.workdir:
+            raise UserError("--workdir: must not be empty")
+        # Imported here so that bad flags are rejected before TensorFlow loads.
+        from mnist_tf import trainer
+
+        trainer.train_and_evaluate(
+            config, FLAGS.workdir, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
+            allow_download=FLAGS.download, process_start=_PROCESS_START,
+        )
+    except UserError as e:
+        cli.fail(str(e))
+    except KeyboardInterrupt:
+        cli.fail("interrupted; run the same command again to resume from the last checkpoint")
+
+
+if __name__ == "__main__":
+    define_train_flags()
+    app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,272 @@
+"""The training loop: data -> model -> traced steps -> checkpoints, summaries, results.
+
+`train_and_evaluate(config, workdir)` is the library entry point; the
+command line (`python -m mnist_tf.train`) only parses flags and calls it.
+
+Workdir layout:
+    config.json       the run's configuration (architecture checked on resume)
+    checkpoints/      tf.train.Checkpoint files (model, Adam, RNG)
+    summaries/        TensorBoard runs: train/, validation/, test/
+    results.json      final metrics, throughput, params_sha256 and flags
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from mnist_tf import checkpoints, data, files, sources
+from mnist_tf.config import ConfigError, TrainConfig
+from mnist_tf.errors import UserError
+from mnist_tf.model import MLP, params_sha256
+from mnist_tf.optimizers import Adam
+from mnist_tf.schedules import make_schedule
+from mnist_tf.steps import Metrics, make_eval_step, make_train_step
+from mnist_tf.summaries import SummaryWriters
+
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
+# Fields that define the checkpoint's shape or data order; a resumed run must
+# not change them (others, such as the log interval, may change freely).
+ARCHITECTURE_FIELDS = ("hidden_sizes",)
+
+
+def set_seeds(seed: int, deterministic: bool) -> None:
+    """Seeds Python, NumPy and TensorFlow; with `deterministic`, also makes ops deterministic."""
+    random.seed(seed)
+    np.random.seed(seed)
+    tf.random.set_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def prepare_workdir(workdir: str) -> str:
+    """Creates `workdir` if needed and checks that it is writable.
+
+    Raises:
+        UserError: naming --workdir if it cannot be used.
+    """
+    workdir = os.path.abspath(workdir)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise UserError(f"--workdir: {workdir} is a file, not a directory")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--workdir: cannot create {workdir}: {e.strerror}") from None
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise UserError(f"--workdir: {workdir} is not writable; choose another --workdir")
+    return workdir
+
+
+def check_resume_config(workdir: str, config: TrainConfig) -> None:
+    """Refuses to resume a workdir whose recorded architecture differs from `config`.
+
+    Raises:
+        ConfigError: naming the flag and both values.
+    """
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            recorded = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is unreadable ({e}); move it away to start afresh") from None
+    for field in ARCHITECTURE_FIELDS:
+        now = config.to_dict()[field]
+        before = recorded.get(field)
+        if before is not None and before != now:
+            raise ConfigError(
+                field,
+                f"{now} contradicts {before} recorded in {path}; use another --workdir "
+                "or the recorded value",
+            )
+
+
+def evaluate(
+    eval_step, metrics: Metrics, examples: tf.data.Dataset, batch_size: int
+) -> dict[str, float]:
+    """Runs `eval_step` over all of `examples`; returns loss, accuracy and count."""
+    metrics.reset()
+    for images, labels, mask in data.eval_batches(examples, batch_size):
+        eval_step(images, labels, mask)
+    return metrics.result()
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def train_and_evaluate(
+    config: TrainConfig,
+    workdir: str,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    allow_download: bool = True,
+    splits: data.Splits | None = None,
+    log: Callable[[str], None] = print,
+    process_start: float | None = None,
+) -> dict:
+    """Trains (or resumes) a model as `config` says and evaluates it.
+
+    Args:
+        config: the run's configuration.
+        workdir: where checkpoints, summaries and results go.
+        data_dir: TFDS data directory (None: TFDS's default).
+        manual_dir: optional directory with the official IDX files.
+        allow_download: whether TFDS's own download may be tried.
+        splits: preprocessed splits to use instead of loading MNIST (tests).
+        log: receives console lines.
+        process_start: `time.time()` at process start, for `wall_seconds`.
+
+    Returns:
+        The results, also written to `workdir/results.json`.
+
+    Raises:
+        UserError: for problems with the configuration, data or workdir.
+    """
+    process_start = time.time() if process_start is None else process_start
+    workdir = prepare_workdir(workdir)
+    check_resume_config(workdir, config)
+    set_seeds(config.seed, config.deterministic)
+
+    source = None
+    if splits is None:
+        source = sources.ensure_mnist(data_dir, manual_dir, allow_download, log=log)
+        splits = data.load_splits(source.data_dir, config.validation_size)
+    steps_per_epoch = splits.num_train // config.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            "batch_size", f"{config.batch_size} exceeds the {splits.num_train} training examples"
+        )
+    total_steps = config.train_steps or config.epochs * steps_per_epoch
+
+    model = MLP(config.hidden_sizes, seed=config.seed, dropout=config.dropout)
+    optimizer = Adam(model.parameters())
+    # Dropout masks come from this generator; it is checkpointed so a resumed
+    # run draws the same masks it would have drawn uninterrupted.
+    rng = tf.random.Generator.from_seed(config.seed + 1)
+    manager = checkpoints.make_manager(
+        workdir, config.keep_checkpoints, model=model, optimizer=optimizer, rng=rng
+    )
+    restored = checkpoints.restore(manager)
+    step = int(optimizer.step.numpy())
+    if restored:
+        log(f"Resuming from {restored} at step {step}")
+    files.write_json_atomic(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+    log(f"Model: {model.num_parameters():,} parameters, hidden sizes "
+        f"{list(config.hidden_sizes)}; {splits.num_train} train / {splits.num_validation} "
+        f"validation / {splits.num_test} test examples; {steps_per_epoch} steps per epoch, "
+        f"{total_steps} steps in all")
+
+    schedule = make_schedule(config.lr_schedule, config.learning_rate, config.warmup_steps,
+                             total_steps)
+    train_metrics, eval_metrics = Metrics(name="train_metrics"), Metrics(name="eval_metrics")
+    train_step = make_train_step(model, optimizer, schedule, rng, train_metrics,
+                                 config.batch_size, config.weight_decay, config.jit_compile)
+    eval_step = make_eval_step(model, eval_metrics, config.eval_batch_size, config.jit_compile)
+    writers = SummaryWriters(workdir)
+
+    def run_evaluations(at_step: int) -> dict[str, dict[str, float]]:
+        results = {}
+        named = {"validation": splits.validation, "test": splits.test}
+        for split, examples in named.items():
+            if examples is None:
+                continue
+            results[split] = evaluate(eval_step, eval_metrics, examples, config.eval_batch_size)
+            writers.scalars(split, at_step, {k: results[split][k] for k in ("loss", "accuracy")})
+        writers.flush()
+        return results
+
+    # Steady-state throughput excludes the first interval (tracing, cache fill)
+    # and evaluation/checkpoint time.
+    train_seconds, train_examples = 0.0, 0
+    first_interval = True
+    evaluations = {}
+    train_metrics.reset()
+    interval_start, interval_step = time.perf_counter(), step
+    saved_step = step if restored else -1
+    while step < total_steps:
+        epoch, offset = divmod(step, steps_per_epoch)
+        batches = data.train_batches(splits.train, splits.num_train, config.batch_size,
+                                     config.seed, epoch, skip_batches=offset)
+        for images, labels in batches:
+            train_step(images, labels)
+            step += 1
+            if step % config.log_every_steps == 0 or step == total_steps:
+                metrics = train_metrics.result()  # Syncs with the device.
+                elapsed = time.perf_counter() - interval_start
+                examples = (step - interval_step) * config.batch_size
+                rate = examples / max(elapsed, 1e-9)
+                if not first_interval:
+                    train_seconds += elapsed
+                    train_examples += examples
+                first_interval = False
+                steady = train_examples / train_seconds if train_seconds else rate
+                eta = (total_steps - step) * config.batch_size / max(steady, 1e-9)
+                learning_rate = float(schedule(tf.constant(step - 1, tf.int64)))
+                log(f"step {step}/{total_steps} | epoch {step / steps_per_epoch:.2f} | "
+                    f"loss {metrics['loss']:.4f} | accuracy {metrics['accuracy']:.2%} | "
+                    f"{rate:,.0f} examples/s | ETA {_format_duration(eta)}")
+                writers.scalars("train", step, {
+                    "loss": metrics["loss"], "accuracy": metrics["accuracy"],
+                    "learning_rate": learning_rate, "examples_per_second": rate,
+                })
+                train_metrics.reset()
+            pause_start = time.perf_counter()
+            if step % config.checkpoint_every_steps == 0 and step != total_steps:
+                manager.save(checkpoint_number=step)
+                saved_step = step
+            if step % steps_per_epoch == 0 or step == total_steps:
+                evaluations = run_evaluations(step)
+                summary = ", ".join(f"{split} loss {m['loss']:.4f} accuracy {m['accuracy']:.2%}"
+                                    for split, m in evaluations.items())
+                log(f"epoch {step / steps_per_epoch:.2f} done (step {step}): {summary}")
+            if step % config.log_every_steps == 0 or step == total_steps:
+                interval_start, interval_step = time.perf_counter(), step
+            else:
+                interval_start += time.perf_counter() - pause_start
+            if step >= total_steps:
+                break
+
+    if not evaluations:
+        log(f"Already trained to step {step} of {total_steps}; evaluating only")
+        evaluations = run_evaluations(step)
+    if saved_step != step:
+        manager.save(checkpoint_number=step)
+    writers.close()
+
+    results = {
+        "test_accuracy": evaluations["test"]["accuracy"],
+        "test_loss": evaluations["test"]["loss"],
+        "validation_accuracy": evaluations.get("validation", {}).get("accuracy"),
+        "validation_loss": evaluations.get("validation", {}).get("loss"),
+        "global_step": step,
+        "epochs_completed": step // steps_per_epoch,
+        "steps_per_epoch": steps_per_epoch,
+        "wall_seconds": round(time.time() - process_start, 3),
+        "train_examples_per_second": (
+            round(train_examples / train_seconds, 1) if train_seconds else None
+        ),
+        "params_sha256": params_sha256(model),
+        "num_parameters": model.num_parameters(),
+        "data_source": source.kind if source else "in-memory",
+        "data_dir": source.data_dir if source else None,
+        "checkpoint": manager.latest_checkpoint,
+        "flags": config.to_dict(),
+    }
+    files.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
+    val = results["validation_accuracy"]
+    log(f"Done: step {step}, test accuracy {results['test_accuracy']:.2%}, test loss "
+        f"{results['test_loss']:.4f}"
+        + (f", validation accuracy {val:.2%}" if val is not None else "")
+        + f"; {results['train_examples_per_second'] or 0:,.0f} train examples/s; "
+        f"{results['wall_seconds']:.1f}s wall. Results: {os.path.join(workdir, RESULTS_FILE)}")
+    return results
