@@ -3,16 +3,59 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
+import tempfile
 
 from absl import flags
 
 # TensorFlow's C++ logging (oneDNN, CUDA probing) is noise for users; must be
 # set before TensorFlow is imported. MNIST_TF_VERBOSE=1 keeps it.
-if not os.environ.get("MNIST_TF_VERBOSE"):
+VERBOSE = bool(os.environ.get("MNIST_TF_VERBOSE"))
+if not VERBOSE:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 EXIT_USAGE = 2
+# C++ log lines TensorFlow prints at start-up. Messages logged before
+# absl::InitializeLog() ignore TF_CPP_MIN_LOG_LEVEL (abseil-cpp#1718), so they
+# are filtered here instead; anything else is passed through.
+_STARTUP_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} |"
+    r"E\d{4} .*(cuInit|cuda|CUDA))"
+)
+
+
+def import_tensorflow_quietly():
+    """Imports TensorFlow and initialises its devices without the C++ start-up noise.
+
+    File descriptor 2 is captured while TensorFlow loads and probes for GPUs;
+    lines that are not known noise are written back to stderr afterwards, so
+    real errors stay visible.
+
+    Returns:
+        The `tensorflow` module.
+    """
+    if VERBOSE:
+        import tensorflow as tf
+
+        return tf
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_logical_devices()  # Device start-up logs here (cuInit).
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines():
+                if not _STARTUP_NOISE.match(line):
+                    print(line, file=sys.stderr)
+    return tf
 
 
 def fail(message: str) -> None:
@@ -22,7 +65,7 @@ def fail(message: str) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parser that reports bad flags on one line with exit status 2.
+    """Parses flags with absl, reporting bad flags on one line with exit status 2.
 
     absl's default prints a multi-line message and exits 1; users get one line
     naming the flag instead.

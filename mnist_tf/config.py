@@ -82,14 +82,14 @@ class TrainConfig:
 
         for size in self.hidden_sizes:
             if size <= 0:
-                raise ConfigError("hidden_sizes", f"sizes must be positive, got {self.hidden_sizes}")
+                raise ConfigError("hidden_sizes", f"sizes must be positive, got {size}")
         for name in ("batch_size", "epochs", "log_every_steps", "checkpoint_every_steps",
                      "keep_checkpoints", "eval_batch_size"):
             positive(name)
         for name in ("train_steps", "warmup_steps", "weight_decay", "validation_size", "seed"):
             non_negative(name)
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ConfigError("learning_rate", f"must be a positive number, got {self.learning_rate}")
+            raise ConfigError("learning_rate", f"must be positive, got {self.learning_rate}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(
                 "lr_schedule",

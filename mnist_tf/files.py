@@ -1,10 +1,33 @@
-"""Small file helpers: atomic JSON writes."""
+"""Small file helpers: the workdir check and atomic JSON writes."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+
+from mnist_tf.errors import UserError
+
+
+def prepare_workdir(workdir: str) -> str:
+    """Creates `workdir` if needed and checks that it is writable.
+
+    Returns:
+        The absolute path of the workdir.
+
+    Raises:
+        UserError: naming --workdir if it cannot be used.
+    """
+    workdir = os.path.abspath(workdir)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise UserError(f"--workdir: {workdir} is a file, not a directory")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--workdir: cannot create {workdir}: {e.strerror}") from None
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise UserError(f"--workdir: {workdir} is not writable; choose another --workdir")
+    return workdir
 
 
 def write_json_atomic(path: str | os.PathLike, value) -> None:

@@ -8,8 +8,8 @@ _PROCESS_START = time.time()
 
 from absl import app, flags, logging  # noqa: E402
 
-from mnist_tf import cli  # noqa: E402  (sets TF's log level before TF loads)
-from mnist_tf.config import LR_SCHEDULES, ConfigError, TrainConfig, parse_hidden_sizes  # noqa: E402
+from mnist_tf import cli, files  # noqa: E402  (cli sets TF's log level before TF loads)
+from mnist_tf.config import LR_SCHEDULES, TrainConfig, parse_hidden_sizes  # noqa: E402
 from mnist_tf.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -101,7 +101,9 @@ def main(argv: list[str]) -> None:
         config = config_from_flags()
         if not FLAGS.workdir:
             raise UserError("--workdir: must not be empty")
+        files.prepare_workdir(FLAGS.workdir)
         # Imported here so that bad flags are rejected before TensorFlow loads.
+        cli.import_tensorflow_quietly()
         from mnist_tf import trainer
 
         trainer.train_and_evaluate(

@@ -46,24 +46,6 @@ def set_seeds(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def prepare_workdir(workdir: str) -> str:
-    """Creates `workdir` if needed and checks that it is writable.
-
-    Raises:
-        UserError: naming --workdir if it cannot be used.
-    """
-    workdir = os.path.abspath(workdir)
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise UserError(f"--workdir: {workdir} is a file, not a directory")
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--workdir: cannot create {workdir}: {e.strerror}") from None
-    if not os.access(workdir, os.W_OK | os.X_OK):
-        raise UserError(f"--workdir: {workdir} is not writable; choose another --workdir")
-    return workdir
-
-
 def check_resume_config(workdir: str, config: TrainConfig) -> None:
     """Refuses to resume a workdir whose recorded architecture differs from `config`.
 
@@ -104,6 +86,10 @@ def _format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def _format_rate(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate:,.0f}"
+
+
 def train_and_evaluate(
     config: TrainConfig,
     workdir: str,
@@ -133,7 +119,7 @@ def train_and_evaluate(
         UserError: for problems with the configuration, data or workdir.
     """
     process_start = time.time() if process_start is None else process_start
-    workdir = prepare_workdir(workdir)
+    workdir = files.prepare_workdir(workdir)
     check_resume_config(workdir, config)
     set_seeds(config.seed, config.deterministic)
 
@@ -267,6 +253,6 @@ def train_and_evaluate(
     log(f"Done: step {step}, test accuracy {results['test_accuracy']:.2%}, test loss "
         f"{results['test_loss']:.4f}"
         + (f", validation accuracy {val:.2%}" if val is not None else "")
-        + f"; {results['train_examples_per_second'] or 0:,.0f} train examples/s; "
+        + f"; {_format_rate(results['train_examples_per_second'])} train examples/s; "
         f"{results['wall_seconds']:.1f}s wall. Results: {os.path.join(workdir, RESULTS_FILE)}")
     return results

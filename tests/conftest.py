@@ -1,0 +1,60 @@
+"""Shared fixtures: small datasets the tests write themselves (no network)."""
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def synthetic_digits(num_examples: int, seed: int = 0):
+    """Learnable fake digits: class k lights a 7x7 block at a class-specific spot, plus noise.
+
+    Returns uint8 images [N, 28, 28, 1] and int64 labels [N].
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=num_examples)
+    images = rng.integers(0, 60, size=(num_examples, 28, 28), dtype=np.int64)
+    for i, label in enumerate(labels):
+        row, col = divmod(int(label), 5)
+        r, c = 3 + row * 12, 1 + col * 5
+        images[i, r:r + 7, c:c + 5] = rng.integers(180, 256, size=(7, 5))
+    return images.astype(np.uint8)[..., None], labels.astype(np.int64)
+
+
+def mirror_pickle_bytes(sizes=(60, 20, 30), seed=0) -> bytes:
+    """A gzipped pickle in the registry mirror's format: float32 pixels k/256."""
+    parts = []
+    for i, size in enumerate(sizes):
+        images, labels = synthetic_digits(size, seed=seed + i)
+        pixels = images.reshape(size, 784).astype(np.float32) / 256.0
+        parts.append((pixels, labels))
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb") as f:
+        pickle.dump(tuple(parts), f, protocol=2)
+    return buffer.getvalue()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def small_data_dir(tmp_path_factory):
+    """A TFDS data dir holding a small prepared `mnist/3.0.1` of synthetic digits.
+
+    600 train and 200 test examples, written through the same TFDS builder the
+    registry mirror uses.
+    """
+    from mnist_tf import mirror
+
+    data_dir = tmp_path_factory.mktemp("tfds")
+    train = synthetic_digits(600, seed=1)
+    test = synthetic_digits(200, seed=2)
+    mirror.write_tfds_dataset({"train": train, "test": test}, data_dir)
+    return str(data_dir)

@@ -1,0 +1,51 @@
+import pytest
+
+from mnist_tf.config import ConfigError, TrainConfig, parse_hidden_sizes
+
+
+def test_parse_hidden_sizes():
+    assert parse_hidden_sizes("512,256") == (512, 256)
+    assert parse_hidden_sizes(" 64 , 32 ") == (64, 32)
+    assert parse_hidden_sizes("") == ()
+
+
+@pytest.mark.parametrize("text", ["abc", "512,,256", "512,-1", "0", "1.5", "512;256"])
+def test_parse_hidden_sizes_rejects_malformed(text):
+    with pytest.raises(ConfigError) as info:
+        parse_hidden_sizes(text)
+    assert info.value.field == "hidden_sizes"
+    assert str(info.value).startswith("--hidden_sizes:")
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("batch_size", 0),
+        ("batch_size", -3),
+        ("epochs", 0),
+        ("train_steps", -1),
+        ("learning_rate", 0.0),
+        ("learning_rate", float("nan")),
+        ("lr_schedule", "linear"),
+        ("warmup_steps", -5),
+        ("dropout", 1.0),
+        ("dropout", -0.1),
+        ("weight_decay", -1e-4),
+        ("validation_size", -1),
+        ("log_every_steps", 0),
+        ("checkpoint_every_steps", 0),
+        ("keep_checkpoints", 0),
+        ("hidden_sizes", (128, 0)),
+    ],
+)
+def test_invalid_values_name_their_field(field, value):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(**{field: value})
+    assert info.value.field == field
+    assert f"--{field}:" in str(info.value)
+
+
+def test_to_dict_is_json_ready():
+    values = TrainConfig(hidden_sizes=(8, 4)).to_dict()
+    assert values["hidden_sizes"] == [8, 4]
+    assert values["lr_schedule"] == "constant"
