@@ -44,7 +44,8 @@ def restore(manager: tf.train.CheckpointManager, path: str | None = None) -> str
     try:
         status = manager.checkpoint.restore(path)
         status.assert_existing_objects_matched()
-    except (tf.errors.OpError, ValueError, AssertionError) as e:
+    except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
+        # IndexError: a truncated data file ("Read less bytes than requested").
         first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckpointError(
             f"checkpoint {path} cannot be restored into this model: {first_line}"

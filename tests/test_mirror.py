@@ -7,8 +7,8 @@ import zipfile
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-
 from conftest import mirror_pickle_bytes, sha256
+
 from mnist_tf import mirror, sources
 from mnist_tf.errors import DataError
 
@@ -98,7 +98,7 @@ def test_failure_inside_tfds_leaves_no_partial_dataset(tmp_path, monkeypatch):
     data = mirror_pickle_bytes(SIZES)
     splits = mirror.decode_pickled_mnist(data, SIZES)
     bad = {"train": splits["train"], "test": (splits["test"][0], splits["test"][1] + 100)}
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - TFDS's error type is its own business.
         mirror.write_tfds_dataset(bad, tmp_path)  # Label 100 is out of range.
     assert not (tmp_path / "mnist" / "3.0.1").exists()
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".mnist_tf-staging")]

@@ -1,0 +1,110 @@
+"""`python -m mnist_tf.train` as a user runs it: flags, flagfiles, errors, resuming."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.cfg"))
+
+
+def train(*args, cwd=REPO, timeout=240):
+    env = dict(os.environ)
+    env.pop("MNIST_TF_VERBOSE", None)
+    return subprocess.run([sys.executable, "-m", "mnist_tf.train", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def assert_usage_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "flag, fragments",
+    [
+        ("--hidden_sizes=512,abc", ["--hidden_sizes", "512,abc"]),
+        ("--hidden_sizes=512,0", ["--hidden_sizes"]),
+        ("--batch_size=0", ["--batch_size", "positive"]),
+        ("--batch_size=many", ["batch_size"]),
+        ("--epochs=-1", ["--epochs"]),
+        ("--learning_rate=0", ["--learning_rate"]),
+        ("--lr_schedule=step", ["--lr_schedule", "'step'", "constant, cosine"]),
+        ("--dropout=1.5", ["--dropout"]),
+        ("--validation_size=-10", ["--validation_size"]),
+        ("--no_such_flag=1", ["no_such_flag"]),
+        ("--flagfile=configs/missing.cfg", ["missing.cfg"]),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(flag, fragments, tmp_path):
+    result = train(flag, f"--workdir={tmp_path / 'w'}")
+    assert_usage_error(result, *fragments)
+    assert not (tmp_path / "w").exists()
+
+
+def test_unusable_workdir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    assert_usage_error(train(f"--workdir={blocker}"), "--workdir", "is a file")
+    assert_usage_error(train(f"--workdir={blocker / 'sub'}"), "--workdir", "cannot create")
+    assert blocker.read_text() == "keep me"
+
+
+def test_stray_positional_argument(tmp_path):
+    assert_usage_error(train("oops", f"--workdir={tmp_path}"), "unexpected arguments")
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_shipped_config_parses(config):
+    # --helpshort exits after parsing the flagfile; a bad line would fail first.
+    from absl import flags
+
+    from mnist_tf import train as train_module
+    from mnist_tf.config import TrainConfig
+
+    if "hidden_sizes" not in flags.FLAGS:
+        train_module.define_train_flags()
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["mnist_tf.train", f"--flagfile={config}"])
+    try:
+        assert isinstance(train_module.config_from_flags(), TrainConfig)
+        assert flags.FLAGS.workdir.startswith("runs/")
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
+def test_train_then_resume_from_the_command_line(tmp_path, small_data_dir):
+    workdir = tmp_path / "run"
+    common = [f"--flagfile={REPO / 'configs' / 'default.cfg'}", f"--workdir={workdir}",
+              f"--data_dir={small_data_dir}", "--nodownload", "--hidden_sizes=32",
+              "--batch_size=50", "--validation_size=100", "--log_every_steps=4"]
+    first = train(*common, "--train_steps=12")
+    assert first.returncode == 0, first.stderr
+    out = first.stdout
+    assert "Data: prepared TFDS mnist/3.0.1 found in" in out
+    assert "step 4/12 | epoch 0.40 | loss" in out
+    assert "Done: step 12" in out
+    # TensorFlow's C++ start-up noise is suppressed.
+    assert "cuInit" not in first.stderr and "oneDNN" not in first.stderr
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["global_step"] == 12 and results["data_source"] == "prepared"
+    assert results["flags"]["hidden_sizes"] == [32]
+
+    second = train(*common, "--train_steps=20")
+    assert second.returncode == 0, second.stderr
+    assert "Resuming from" in second.stdout and "at step 12" in second.stdout
+    assert json.loads((workdir / "results.json").read_text())["global_step"] == 20
+
+    # Another architecture on the same workdir: refused, checkpoints untouched.
+    before = {p.name: p.read_bytes() for p in (workdir / "checkpoints").iterdir()}
+    third = train(*common, "--hidden_sizes=64", "--train_steps=30")
+    assert_usage_error(third, "--hidden_sizes", "[64]", "[32]")
+    assert {p.name: p.read_bytes() for p in (workdir / "checkpoints").iterdir()} == before

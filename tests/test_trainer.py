@@ -1,0 +1,150 @@
+"""The training loop, on a small prepared dataset of synthetic digits."""
+
+import json
+import os
+
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+
+from mnist_tf import checkpoints, trainer
+from mnist_tf.config import ConfigError, TrainConfig
+from mnist_tf.errors import CheckpointError
+
+SMALL = dict(hidden_sizes=(32,), batch_size=32, epochs=2, validation_size=100,
+             log_every_steps=5, checkpoint_every_steps=10, eval_batch_size=64)
+
+
+def run(config, workdir, data_dir, **kwargs):
+    lines = []
+    results = trainer.train_and_evaluate(config, str(workdir), data_dir=data_dir,
+                                         allow_download=False, log=lines.append, **kwargs)
+    return results, lines
+
+
+def scalar_tags(path):
+    accumulator = event_accumulator.EventAccumulator(str(path))
+    accumulator.Reload()
+    return set(accumulator.Tags()["tensors"]) | set(accumulator.Tags()["scalars"])
+
+
+def test_trains_evaluates_and_writes_everything(tmp_path, small_data_dir):
+    config = TrainConfig(**{**SMALL, "epochs": 4}, learning_rate=3e-3)
+    results, lines = run(config, tmp_path, small_data_dir)
+
+    assert results["test_accuracy"] > 0.9  # The synthetic digits are easy.
+    assert results["global_step"] == 4 * (500 // 32)
+    assert results["epochs_completed"] == 4
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    for key in ("test_accuracy", "test_loss", "validation_accuracy", "global_step",
+                "epochs_completed", "wall_seconds", "train_examples_per_second",
+                "params_sha256", "flags"):
+        assert key in on_disk, key
+    assert on_disk["train_examples_per_second"] > 0
+    assert on_disk["flags"]["hidden_sizes"] == [32]
+    assert len(on_disk["params_sha256"]) == 64
+    assert json.loads((tmp_path / "config.json").read_text()) == config.to_dict()
+
+    assert any(line.startswith("step 5/") and "examples/s" in line and "ETA" in line
+               for line in lines)
+    assert lines[-1].startswith("Done:")
+
+    names = os.listdir(tmp_path / "checkpoints")
+    assert f"ckpt-{results['global_step']}.index" in names
+    assert scalar_tags(tmp_path / "summaries" / "train") >= {
+        "loss", "accuracy", "learning_rate", "examples_per_second"}
+    assert scalar_tags(tmp_path / "summaries" / "validation") >= {"loss", "accuracy"}
+    assert scalar_tags(tmp_path / "summaries" / "test") >= {"loss", "accuracy"}
+
+
+def test_steps_are_traced_once_per_run(tmp_path, small_data_dir, monkeypatch):
+    made = {}
+
+    def keep(name, make):
+        def wrapper(*args, **kwargs):
+            made[name] = make(*args, **kwargs)
+            return made[name]
+        return wrapper
+
+    monkeypatch.setattr(trainer, "make_train_step", keep("train", trainer.make_train_step))
+    monkeypatch.setattr(trainer, "make_eval_step", keep("eval", trainer.make_eval_step))
+    # 3 epochs, validation (100) and test (200) each with a padded last batch.
+    run(TrainConfig(**{**SMALL, "epochs": 3}, dropout=0.1), tmp_path, small_data_dir)
+    assert made["train"].experimental_get_tracing_count() == 1
+    assert made["eval"].experimental_get_tracing_count() == 1
+
+
+def test_jit_compile_trains(tmp_path, small_data_dir):
+    results, _ = run(TrainConfig(**SMALL, jit_compile=True, dropout=0.1, learning_rate=3e-3),
+                     tmp_path, small_data_dir)
+    assert results["test_accuracy"] > 0.5
+
+
+def test_deterministic_runs_are_bit_identical(tmp_path, small_data_dir):
+    config = TrainConfig(**SMALL, deterministic=True, dropout=0.2, seed=5)
+    first, _ = run(config, tmp_path / "a", small_data_dir)
+    second, _ = run(config, tmp_path / "b", small_data_dir)
+    other, _ = run(TrainConfig(**SMALL, deterministic=True, dropout=0.2, seed=6),
+                   tmp_path / "c", small_data_dir)
+    assert first["params_sha256"] == second["params_sha256"]
+    assert first["params_sha256"] != other["params_sha256"]
+
+
+def test_resume_continues_exactly_where_the_checkpoint_left_off(tmp_path, small_data_dir):
+    # 23 steps is mid-epoch (15 steps per epoch): resuming must restore the
+    # weights, Adam's slots and step, the dropout RNG and the data position.
+    config = dict(SMALL, deterministic=True, dropout=0.3, seed=1)
+    straight, _ = run(TrainConfig(**config, train_steps=46), tmp_path / "straight",
+                      small_data_dir)
+    run(TrainConfig(**config, train_steps=23), tmp_path / "resumed", small_data_dir)
+    resumed, lines = run(TrainConfig(**config, train_steps=46), tmp_path / "resumed",
+                         small_data_dir)
+    assert any(line.startswith("Resuming from") and "at step 23" in line for line in lines)
+    assert resumed["global_step"] == 46
+    assert resumed["params_sha256"] == straight["params_sha256"]
+
+
+def test_finished_run_only_evaluates_again(tmp_path, small_data_dir):
+    config = TrainConfig(**SMALL, train_steps=12)
+    first, _ = run(config, tmp_path, small_data_dir)
+    again, lines = run(config, tmp_path, small_data_dir)
+    assert any("Already trained to step 12" in line for line in lines)
+    assert again["params_sha256"] == first["params_sha256"]
+    assert again["test_accuracy"] == first["test_accuracy"]
+
+
+def test_resume_with_another_architecture_names_both_values(tmp_path, small_data_dir):
+    run(TrainConfig(**SMALL, train_steps=5), tmp_path, small_data_dir)
+    before = sorted(os.listdir(tmp_path / "checkpoints"))
+    with pytest.raises(ConfigError, match=r"--hidden_sizes: \[64\] contradicts \[32\]"):
+        run(TrainConfig(**{**SMALL, "hidden_sizes": (64,)}, train_steps=10), tmp_path,
+            small_data_dir)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+
+
+def test_damaged_checkpoint_is_a_clear_error(tmp_path, small_data_dir):
+    run(TrainConfig(**SMALL, train_steps=5), tmp_path, small_data_dir)
+    data_file = next((tmp_path / "checkpoints").glob("ckpt-5.data-*"))
+    data_file.write_bytes(data_file.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="ckpt-5"):
+        run(TrainConfig(**SMALL, train_steps=10), tmp_path, small_data_dir)
+
+
+def test_restore_refuses_a_checkpoint_missing_optimizer_state(tmp_path):
+    import tensorflow as tf
+
+    from mnist_tf.model import MLP
+    from mnist_tf.optimizers import Adam
+
+    model = MLP((8,), seed=0)
+    # A checkpoint with the model only, as a careless save would write.
+    checkpoints.make_manager(str(tmp_path), 1, model=model).save()
+    optimizer = Adam(model.parameters())
+    manager = checkpoints.make_manager(str(tmp_path), 1, model=model, optimizer=optimizer,
+                                       rng=tf.random.Generator.from_seed(0))
+    with pytest.raises(CheckpointError, match="cannot be restored"):
+        checkpoints.restore(manager)
+
+
+def test_batch_larger_than_training_set(tmp_path, small_data_dir):
+    with pytest.raises(ConfigError, match="--batch_size"):
+        run(TrainConfig(**{**SMALL, "batch_size": 1000}), tmp_path, small_data_dir)
