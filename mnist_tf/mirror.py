@@ -16,6 +16,7 @@ later runs read it exactly like a copy prepared online.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -212,9 +213,13 @@ def write_tfds_dataset(
     staging = Path(tempfile.mkdtemp(prefix=".mnist_tf-staging-", dir=data_dir))
     try:
         builder = _make_builder_class()(splits=splits, data_dir=str(staging))
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-        )
+        # TFDS's progress bars and its "Downloading and preparing..." banner
+        # would mislead here (nothing is downloaded); the caller logs instead.
+        tfds.disable_progress_bar()
+        with contextlib.redirect_stdout(io.StringIO()):
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+            )
         final_dir.parent.mkdir(parents=True, exist_ok=True)
         os.rename(staging / DATASET_NAME / DATASET_VERSION, final_dir)
     finally:
