@@ -30,6 +30,17 @@ def prepare_workdir(workdir: str) -> str:
     return workdir
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_readable(path: str) -> None:
+    """Gives a temporary file the mode a plain open() would have (mkstemp makes it 0600)."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def write_json_atomic(path: str | os.PathLike, value) -> None:
     """Writes `value` as JSON to `path` via a temporary file and a rename.
 
@@ -45,6 +56,7 @@ def write_json_atomic(path: str | os.PathLike, value) -> None:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        make_readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -12,6 +12,8 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from mnist_tf.files import make_readable
+
 _FONT = ImageFont.load_default()
 
 
@@ -94,6 +96,7 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     os.close(fd)
     try:
         Image.fromarray(np.asarray(image, np.uint8)).save(tmp, format="PNG")
+        make_readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

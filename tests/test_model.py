@@ -112,3 +112,19 @@ def test_total_loss_adds_weight_decay():
     np.testing.assert_allclose(per_example.numpy(), [np.log(10.0)] * 2, rtol=1e-6)
     # 0.1 * (1 + 4 + 9) / 2
     np.testing.assert_allclose((decayed - plain).numpy(), 0.7, rtol=1e-6)
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from mnist_tf import files, images
+
+    files.write_json_atomic(tmp_path / "a.json", {"x": 1})
+    images.write_png(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("a.json", "a.png"):
+        mode = stat.S_IMODE(os.stat(tmp_path / name).st_mode)
+        assert mode == 0o666 & ~mask, oct(mode)
+    assert sorted(os.listdir(tmp_path)) == ["a.json", "a.png"]

@@ -1,0 +1,232 @@
+"""Evaluate a checkpoint: `python -m mnist_tf.evaluate --workdir=W [--split=test|validation]`.
+
+`evaluate_checkpoint` is the library function (tests call it in-process); the
+command line only parses flags, calls it and prints `format_report`.
+
+Files written (the test split keeps the plain names, so evaluating the
+validation split never overwrites test results):
+
+    W/eval.json                         --split=test
+    W/eval_validation.json              --split=validation
+    W/confusion_matrix_test.png         (or confusion_matrix_validation.png)
+    W/summaries/eval/                   TensorBoard: the confusion-matrix image,
+                                        tag confusion_matrix_<split>, at the
+                                        checkpoint's step
+
+TensorFlow-heavy modules are imported inside the functions that need them, so
+the command line rejects bad flags before TensorFlow loads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from absl import app, flags, logging
+
+from mnist_tf import cli, files
+from mnist_tf.errors import UserError
+
+FLAGS = flags.FLAGS
+SPLITS = ("test", "validation")
+EVAL_SUBDIR = "eval"  # Under WORKDIR/summaries/, beside train/, validation/, test/.
+
+
+def eval_json_name(split: str) -> str:
+    """Returns the results file name of `split`: eval.json (test) or eval_<split>.json."""
+    return "eval.json" if split == "test" else f"eval_{split}.json"
+
+
+def confusion_png_name(split: str) -> str:
+    """Returns the confusion-matrix PNG name of `split`."""
+    return f"confusion_matrix_{split}.png"
+
+
+def evaluate_checkpoint(
+    workdir: str,
+    split: str = "test",
+    checkpoint: str | None = None,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    allow_download: bool = True,
+    splits=None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Evaluates the workdir's latest (or the named) checkpoint on one split.
+
+    The model is rebuilt with the architecture recorded in the workdir's
+    config.json; the validation split is carved with the recorded
+    `validation_size`, so it is exactly the examples the run validated on.
+
+    Args:
+        workdir: a training workdir.
+        split: "test" or "validation".
+        checkpoint: a checkpoint prefix (e.g. `W/checkpoints/ckpt-4290`); None
+            means the latest in the workdir.
+        data_dir: TFDS data directory (None: TFDS's default).
+        manual_dir: optional directory with the official IDX files.
+        allow_download: whether TFDS's own download may be tried.
+        splits: preprocessed `data.Splits` to use instead of loading MNIST
+            (tests); must have been made with the run's `validation_size`.
+        log: receives the data source's progress lines.
+
+    Returns:
+        The results, also written to `W/eval.json` (or `W/eval_<split>.json`):
+        split, checkpoint, step, num_examples, loss, accuracy, per-class
+        precision/recall/support (lists indexed by class), confusion_matrix
+        (rows: true class, columns: predicted), hidden_sizes, data_dir and the
+        paths of the files written.
+
+    Raises:
+        UserError: for an unknown split, a run without a validation split, an
+            unusable workdir, or data problems (`DataError`).
+        CheckpointError: for a missing, damaged or mismatched checkpoint.
+    """
+    if split not in SPLITS:
+        raise UserError(f"--split: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    # Loaded only now (quietly: no C++ start-up noise on the console), so the
+    # command line rejects bad flags before paying for TensorFlow.
+    cli.import_tensorflow_quietly()
+    from mnist_tf import analysis, data, images, inference, sources, summaries
+
+    workdir = os.path.abspath(workdir)
+    loaded = inference.load_model(workdir, checkpoint)
+    config = loaded.config
+    if split == "validation" and config.validation_size == 0:
+        raise UserError(
+            f"--split=validation: the run in {workdir} was trained with validation_size=0, "
+            "so it has no validation split; use --split=test")
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise UserError(f"--workdir: {workdir} is not writable; {eval_json_name(split)} "
+                        "is written there")
+
+    used_data_dir = None
+    if splits is None:
+        source = sources.ensure_mnist(data_dir, manual_dir, allow_download, log=log)
+        used_data_dir = source.data_dir
+        splits = data.load_splits(source.data_dir, config.validation_size)
+    elif splits.num_validation != config.validation_size:
+        raise ValueError(f"splits has {splits.num_validation} validation examples; the run "
+                         f"in {workdir} used validation_size={config.validation_size}")
+    examples = splits.test if split == "test" else splits.validation
+
+    predict_fn = inference.make_predict_fn(loaded.model)
+    predictions = analysis.predict_split(predict_fn, examples, config.eval_batch_size)
+    matrix = analysis.confusion_matrix(predictions.labels, predictions.predicted)
+    precision, recall = analysis.precision_recall(matrix)
+
+    json_path = os.path.join(workdir, eval_json_name(split))
+    png_path = os.path.join(workdir, confusion_png_name(split))
+    summary_dir = os.path.join(workdir, summaries.SUMMARY_SUBDIR, EVAL_SUBDIR)
+    results = {
+        "split": split,
+        "checkpoint": loaded.checkpoint,
+        "step": loaded.step,
+        "num_examples": int(matrix.sum()),
+        "loss": predictions.loss,
+        "accuracy": predictions.accuracy,
+        "precision": [float(p) for p in precision],
+        "recall": [float(r) for r in recall],
+        "support": [int(s) for s in matrix.sum(axis=1)],
+        "confusion_matrix": matrix.tolist(),
+        "hidden_sizes": list(config.hidden_sizes),
+        "data_dir": used_data_dir,
+        "files": {"results": json_path, "confusion_matrix_png": png_path,
+                  "summaries": summary_dir},
+    }
+
+    picture = images.confusion_matrix_image(matrix)
+    images.write_png(png_path, picture)
+    _write_image_summary(summary_dir, f"confusion_matrix_{split}", picture, loaded.step)
+    # Written last: a results file on disk means the other outputs are there too.
+    files.write_json_atomic(json_path, results)
+    return results
+
+
+def _write_image_summary(summary_dir: str, tag: str, picture, step: int) -> None:
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(summary_dir)
+    try:
+        with writer.as_default(step=max(step, 0)):
+            tf.summary.image(tag, picture[None], description=(
+                "Confusion matrix: rows are true classes, columns predictions; the "
+                "diagonal is green, errors red by their share of the row."))
+    finally:
+        writer.close()
+
+
+def format_report(results: dict) -> str:
+    """Renders `evaluate_checkpoint`'s results as the text the command line prints."""
+    # Imported here: analysis loads TensorFlow, which callers have by now anyway.
+    import numpy as np
+
+    from mnist_tf.analysis import format_confusion_matrix
+
+    matrix = np.asarray(results["confusion_matrix"])
+    correct = int(np.trace(matrix))
+    lines = [
+        f"Checkpoint: {results['checkpoint']} (step {results['step']}, hidden sizes "
+        f"{results['hidden_sizes']})",
+        f"Split: {results['split']}, {results['num_examples']} examples",
+        f"Loss {results['loss']:.4f}, accuracy {results['accuracy']:.2%} "
+        f"({correct}/{results['num_examples']} correct)",
+        "",
+        "Per class (precision: right / predicted as the class; recall: right / images of "
+        "the class):",
+        f"{'class':>5} {'precision':>10} {'recall':>8} {'support':>8}",
+    ]
+    for k, (p, r, s) in enumerate(zip(results["precision"], results["recall"],
+                                      results["support"])):
+        lines.append(f"{k:>5} {p:>10.2%} {r:>8.2%} {s:>8}")
+    lines.append(f"{'mean':>5} {np.mean(results['precision']):>10.2%} "
+                 f"{np.mean(results['recall']):>8.2%} {sum(results['support']):>8}")
+    lines += ["", "Confusion matrix (rows: true class, columns: predicted class):",
+              format_confusion_matrix(matrix)]
+    return "\n".join(lines)
+
+
+def define_evaluate_flags() -> None:
+    """Defines the evaluation flags; called only by this entry point."""
+    flags.DEFINE_string("workdir", None, "Training workdir to evaluate (required).")
+    flags.DEFINE_string("checkpoint", None,
+                        "Checkpoint prefix to evaluate, e.g. WORKDIR/checkpoints/ckpt-4000 "
+                        "(default: the workdir's latest).")
+    flags.DEFINE_enum("split", "test", SPLITS,
+                      "Split to evaluate; validation is carved as the training run did.")
+    flags.DEFINE_string("data_dir", None,
+                        "TFDS data directory (default: $TFDS_DATA_DIR, else TFDS's default).")
+    flags.DEFINE_string("manual_dir", None,
+                        "Directory holding the four official MNIST IDX .gz files, used when "
+                        "no prepared copy exists and TFDS cannot download.")
+    flags.DEFINE_boolean("download", True,
+                         "Allow TFDS's own download (tried only if its host answers a quick "
+                         "probe).")
+    flags.mark_flag_as_required("workdir")
+
+
+def main(argv: list[str]) -> None:
+    """Evaluates the checkpoint and prints the report."""
+    # absl's INFO/WARNING lines (TF's checkpoint internals, e.g. the "unrestored
+    # values" warnings after a refused restore) would bury the one-line error.
+    logging.set_verbosity(logging.ERROR)
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+    try:
+        results = evaluate_checkpoint(
+            FLAGS.workdir, FLAGS.split, checkpoint=FLAGS.checkpoint, data_dir=FLAGS.data_dir,
+            manual_dir=FLAGS.manual_dir, allow_download=FLAGS.download,
+        )
+    except UserError as e:
+        cli.fail(str(e))
+    except KeyboardInterrupt:
+        cli.fail("interrupted; files already written are complete (each is written atomically)")
+    print(format_report(results))
+    written = results["files"]
+    print(f"\nWrote {written['results']}, {written['confusion_matrix_png']} and the "
+          f"TensorBoard image in {written['summaries']}")
+
+
+if __name__ == "__main__":
+    define_evaluate_flags()
+    app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,219 @@
+"""Export a trained model as a SavedModel: `python -m mnist_tf.export --workdir=W --export_dir=E`.
+
+The SavedModel needs only TensorFlow to load (not this package):
+
+    model = tf.saved_model.load(E)
+    out = model.signatures["serving_default"](images=uint8_images)
+    out["probabilities"]  # float32 [N, 10]
+    out["classes"]        # int64 [N]
+
+One signature, `serving_default`, takes uint8 `images` of unknown rank and
+accepts both [N, 28, 28, 1] (TFDS's layout) and [N, 28, 28]; any other shape
+fails with InvalidArgumentError naming the shape it got. Pixels are
+normalised exactly as in training (x / 255, flattened to 784). The restored
+object's `serve` function takes the same argument positionally.
+
+`E/assets.extra/mnist_tf.json` records where the weights came from (workdir,
+checkpoint, step, hidden sizes); TensorFlow ignores that directory.
+
+The export is written into a temporary sibling of E and renamed into place,
+so E is either absent or complete, never half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+
+from absl import app, flags, logging
+
+from mnist_tf import cli, files
+from mnist_tf.errors import UserError
+
+FLAGS = flags.FLAGS
+SIGNATURE_KEY = "serving_default"
+METADATA_FILE = os.path.join("assets.extra", "mnist_tf.json")
+# The exported model must reproduce the in-process one this closely, else the
+# export is refused as broken (checked before it is moved into place).
+VERIFY_TOLERANCE = 1e-5
+
+
+def build_serving_module(model):
+    """Wraps an `MLP` in a `tf.Module` whose `serve` function is the serving signature.
+
+    Args:
+        model: the trained `mnist_tf.model.MLP`.
+
+    Returns:
+        A `tf.Module` with attributes `model` and `serve` (a `tf.function`:
+        uint8 images [N, 28, 28, 1] or [N, 28, 28] -> {"probabilities": float32
+        [N, 10], "classes": int64 [N]}).
+    """
+    import tensorflow as tf
+
+    def serve(images):
+        shape = tf.shape(images)
+        rank = tf.rank(images)
+        # Pad the shape with 1s to at least 4 entries, so [N, 28, 28] and
+        # [N, 28, 28, 1] both read as [N, 28, 28, 1] and the indexing below is
+        # valid whatever the rank.
+        padded = tf.concat([shape, tf.ones([tf.maximum(4 - rank, 0)], tf.int32)], axis=0)
+        valid = tf.reduce_all(tf.stack([
+            rank >= 3, rank <= 4, padded[1] == 28, padded[2] == 28, padded[3] == 1]))
+        check = tf.debugging.Assert(valid, [
+            "images must be uint8 [N, 28, 28, 1] or [N, 28, 28]; got shape", shape])
+        with tf.control_dependencies([check]):
+            # Exactly data.preprocess: cast, divide by 255, flatten.
+            pixels = tf.reshape(tf.cast(images, tf.float32) / 255.0, [-1, 28 * 28])
+        probabilities = tf.nn.softmax(model(pixels, training=False))
+        classes = tf.argmax(probabilities, axis=1, output_type=tf.int64)
+        return {"probabilities": probabilities, "classes": classes}
+
+    module = tf.Module(name="mnist_classifier")
+    module.model = model  # Tracked, so its variables are saved with the function.
+    module.serve = tf.function(
+        serve, input_signature=[tf.TensorSpec(None, tf.uint8, name="images")])
+    return module
+
+
+def _check_export_dir(export_dir: str) -> str:
+    """Returns the absolute export dir after checking it can be created; writes nothing."""
+    if not export_dir:
+        raise UserError("--export_dir: must not be empty")
+    export_dir = os.path.abspath(export_dir)
+    if os.path.exists(export_dir):
+        if not os.path.isdir(export_dir):
+            raise UserError(f"--export_dir: {export_dir} is a file, not a directory")
+        if os.listdir(export_dir):
+            raise UserError(f"--export_dir: {export_dir} already exists and is not empty; "
+                            "choose a new directory (exports are never overwritten)")
+    parent = os.path.dirname(export_dir)
+    existing = parent
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--export_dir: cannot create {export_dir}: {existing} is not a "
+                        "writable directory")
+    return export_dir
+
+
+def export_model(workdir: str, export_dir: str, checkpoint: str | None = None) -> dict:
+    """Exports the workdir's latest (or the named) checkpoint as a SavedModel.
+
+    Args:
+        workdir: a training workdir.
+        export_dir: the SavedModel directory to create; it must not exist or be
+            empty.
+        checkpoint: a checkpoint prefix; None means the latest in the workdir.
+
+    Returns:
+        What was exported: export_dir, workdir, checkpoint, step, hidden_sizes,
+        signature (also written to `export_dir/assets.extra/mnist_tf.json`).
+
+    Raises:
+        UserError: if `export_dir` is non-empty or cannot be created, or the
+            workdir holds no run.
+        CheckpointError: for a missing, damaged or mismatched checkpoint.
+    """
+    # Checked before TensorFlow loads, so a refused export_dir fails at once.
+    export_dir = _check_export_dir(export_dir)
+    tf = cli.import_tensorflow_quietly()
+    from mnist_tf import inference
+
+    workdir = os.path.abspath(workdir)
+    loaded = inference.load_model(workdir, checkpoint)
+    module = build_serving_module(loaded.model)
+    metadata = {
+        "export_dir": export_dir,
+        "workdir": workdir,
+        "checkpoint": loaded.checkpoint,
+        "step": loaded.step,
+        "hidden_sizes": list(loaded.config.hidden_sizes),
+        "signature": {
+            "name": SIGNATURE_KEY,
+            "inputs": {"images": "uint8 [N, 28, 28, 1] or [N, 28, 28]"},
+            "outputs": {"probabilities": "float32 [N, 10]", "classes": "int64 [N]"},
+        },
+    }
+
+    parent = os.path.dirname(export_dir)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--export_dir: cannot create {parent}: {e.strerror}") from None
+    # A hidden sibling on the same filesystem, so the final rename is atomic.
+    partial = os.path.join(parent, f".{os.path.basename(export_dir)}.partial-{uuid.uuid4().hex}")
+    os.mkdir(partial)
+    try:
+        tf.saved_model.save(module, partial, signatures={
+            SIGNATURE_KEY: module.serve.get_concrete_function()})
+        os.makedirs(os.path.join(partial, os.path.dirname(METADATA_FILE)))
+        files.write_json_atomic(os.path.join(partial, METADATA_FILE), metadata)
+        _verify(partial, loaded.model)
+        try:
+            # rename(2) replaces an empty directory atomically and fails on a
+            # non-empty one, so a directory filled since the check is kept.
+            os.rename(partial, export_dir)
+        except OSError as e:
+            raise UserError(f"--export_dir: cannot move the export into {export_dir}: "
+                            f"{e.strerror}") from None
+    finally:
+        if os.path.exists(partial):
+            shutil.rmtree(partial)
+    return metadata
+
+
+def _verify(saved_dir: str, model) -> None:
+    """Checks that the SavedModel in `saved_dir` reproduces `model` on a few images."""
+    import numpy as np
+    import tensorflow as tf
+
+    images = (np.arange(4 * 28 * 28) * 37 % 256).astype(np.uint8).reshape(4, 28, 28, 1)
+    pixels = tf.reshape(tf.cast(images, tf.float32) / 255.0, [4, 28 * 28])
+    expected = tf.nn.softmax(model(pixels, training=False))
+    signature = tf.saved_model.load(saved_dir).signatures[SIGNATURE_KEY]
+    got = signature(images=tf.constant(images))["probabilities"]
+    if not np.allclose(got.numpy(), expected.numpy(), atol=VERIFY_TOLERANCE, rtol=0):
+        raise RuntimeError(f"the SavedModel written to {saved_dir} does not reproduce the "
+                           "model; this is a bug in mnist_tf.export")
+
+
+def define_export_flags() -> None:
+    """Defines the export flags; called only by this entry point."""
+    flags.DEFINE_string("workdir", None, "Training workdir to export from (required).")
+    flags.DEFINE_string("export_dir", None,
+                        "SavedModel directory to create (required); must not exist or be "
+                        "empty.")
+    flags.DEFINE_string("checkpoint", None,
+                        "Checkpoint prefix to export, e.g. WORKDIR/checkpoints/ckpt-4000 "
+                        "(default: the workdir's latest).")
+    flags.mark_flag_as_required("workdir")
+    flags.mark_flag_as_required("export_dir")
+
+
+def main(argv: list[str]) -> None:
+    """Exports the checkpoint and says how to load it."""
+    # absl's INFO/WARNING lines (TF's checkpoint and SavedModel internals)
+    # would bury the output and the one-line errors.
+    logging.set_verbosity(logging.ERROR)
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+    try:
+        exported = export_model(FLAGS.workdir, FLAGS.export_dir, checkpoint=FLAGS.checkpoint)
+    except UserError as e:
+        cli.fail(str(e))
+    except KeyboardInterrupt:
+        cli.fail("interrupted; nothing was exported")
+    signature = exported["signature"]
+    print(f"Exported {exported['checkpoint']} (step {exported['step']}, hidden sizes "
+          f"{exported['hidden_sizes']}) to {exported['export_dir']}")
+    print(f"Signature {signature['name']}: images {signature['inputs']['images']} -> "
+          + ", ".join(f"{k} {v}" for k, v in signature["outputs"].items()))
+    print(f"Load it with TensorFlow alone: tf.saved_model.load({exported['export_dir']!r})"
+          f".signatures[{SIGNATURE_KEY!r}](images=...)")
+
+
+if __name__ == "__main__":
+    define_export_flags()
+    app.run(main, flags_parser=cli.parse_flags)
