@@ -1,0 +1,328 @@
+"""Command line and library: classify digit images (or MNIST test examples) with a trained model.
+
+    python -m mnist_tf.predict --workdir=W [--checkpoint=PATH] [--json] FILE...
+    python -m mnist_tf.predict --workdir=W --test_index=N [--data_dir=D] [--nodownload]
+
+Each FILE is prepared as an MNIST digit (`mnist_tf.preprocess`) and classified;
+one line per file on stdout. A file that cannot be used is reported on its own
+line on stderr, the others are still classified, and the exit status is 1.
+Usage errors (no input, a bad workdir or checkpoint, --test_index out of range)
+are one line on stderr with exit status 2.
+
+The library functions (`predict_files`, `predict_test_example`, `run`) take
+explicit arguments and never read flags; tests call them in-process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import TextIO
+
+import numpy as np
+from absl import app, flags, logging
+
+from mnist_tf import cli, preprocess  # cli sets TF's log level before TF loads.
+from mnist_tf.errors import DataError, UserError
+
+FLAGS = flags.FLAGS
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+NUM_CLASSES = 10
+TOP_K = 3
+BATCH_SIZE = 256
+
+
+def define_predict_flags() -> None:
+    """Defines the prediction flags; called only by this entry point."""
+    flags.DEFINE_string("workdir", "runs/default",
+                        "Training workdir whose model is used (its config.json and checkpoints).")
+    flags.DEFINE_string("checkpoint", None,
+                        "Checkpoint prefix, e.g. WORKDIR/checkpoints/ckpt-4290 (default: the "
+                        "workdir's latest).")
+    flags.DEFINE_boolean("json", False,
+                         "Print one JSON object per line (file, digit, probabilities, top3; "
+                         "a failed file gives file and error) instead of readable lines.")
+    flags.DEFINE_integer("test_index", None,
+                         "Also classify example N of the TFDS MNIST test split, in TFDS's stored "
+                         "order (not keras.datasets.mnist.load_data()'s), and print its label.")
+    flags.DEFINE_string("data_dir", None,
+                        "TFDS data directory for --test_index (default: $TFDS_DATA_DIR, else "
+                        "TFDS's default); prepared as by training if needed.")
+    flags.DEFINE_boolean("download", True,
+                         "For --test_index without a prepared copy: allow TFDS's own download "
+                         "(else the registry mirror, as in training).")
+    flags.DEFINE_string("preprocessed_dir", None,
+                        "Write each prepared 28x28 digit here as a PNG, NNN-NAME.png with NNN "
+                        "the input's position (what the model sees: white ink on black).")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Prediction:
+    """The model's answer for one image file or test example.
+
+    Attributes:
+        file: the image file, or None for a test example.
+        test_index: the test example's index (TFDS order), or None for a file.
+        probabilities: the 10 class probabilities; empty if `error` is set.
+        image: the uint8 [28, 28] digit the model saw; None if `error` is set.
+        label: the true label of a test example, else None.
+        error: why a file could not be classified, else None.
+    """
+
+    file: str | None = None
+    test_index: int | None = None
+    probabilities: tuple[float, ...] = ()
+    image: np.ndarray | None = None
+    label: int | None = None
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The file, or `test[N]`."""
+        return self.file if self.file is not None else f"test[{self.test_index}]"
+
+    @property
+    def digit(self) -> int | None:
+        """The predicted digit (argmax), or None on error."""
+        if not self.probabilities:
+            return None
+        return max(range(NUM_CLASSES), key=lambda k: self.probabilities[k])
+
+    def top(self, k: int = TOP_K) -> list[tuple[int, float]]:
+        """The `k` most probable (digit, probability) pairs, most probable first."""
+        ranked = sorted(range(len(self.probabilities)), key=lambda d: -self.probabilities[d])
+        return [(d, self.probabilities[d]) for d in ranked[:k]]
+
+
+def classify(model, digits) -> list[tuple[float, ...]]:
+    """Returns the class probabilities of uint8 digits [N, 28, 28] (N may be 0).
+
+    Args:
+        model: an `mnist_tf.model.MLP` (e.g. `inference.load_model(...).model`).
+        digits: uint8 array [N, 28, 28] (a sequence of [28, 28] arrays works too).
+    """
+    from mnist_tf import inference
+
+    digits = np.asarray(digits, dtype=np.uint8).reshape(-1, 28, 28)
+    if len(digits) == 0:
+        return []
+    predict_fn = inference.make_predict_fn(model)  # input_signature [None, 784]: one trace.
+    probabilities = []
+    for start in range(0, len(digits), BATCH_SIZE):
+        batch = preprocess.to_model_input(digits[start:start + BATCH_SIZE])
+        probabilities.extend(predict_fn(batch).numpy().astype(float))
+    return [tuple(float(p) for p in row) for row in probabilities]
+
+
+def predict_files(model, paths) -> list[Prediction]:
+    """Prepares and classifies image files; files that cannot be used carry an error.
+
+    Args:
+        model: an `mnist_tf.model.MLP`.
+        paths: image file paths.
+
+    Returns:
+        One `Prediction` per path, in order.
+    """
+    failed, prepared = [], []  # Both [(position, ...)], so one batch serves all files.
+    for i, path in enumerate(paths):
+        try:
+            prepared.append((i, preprocess.prepare_file(path)))
+        except preprocess.ImageError as e:
+            failed.append((i, Prediction(file=os.fspath(path), error=e.problem)))
+    probabilities = classify(model, [image for _, image in prepared])
+    succeeded = [(i, Prediction(file=os.fspath(paths[i]), probabilities=p, image=image))
+                 for (i, image), p in zip(prepared, probabilities)]
+    return [prediction for _, prediction in sorted(failed + succeeded, key=lambda x: x[0])]
+
+
+def load_test_example(data_dir: str, index: int):
+    """Reads example `index` of the prepared TFDS MNIST test split, in TFDS's stored order.
+
+    TFDS stores MNIST shuffled by example key, so `test[100]` here is not
+    `keras.datasets.mnist.load_data()[1][0][100]` (the official file order):
+    the official test set starts 7, 2, 1, 0, 4; TFDS's starts 2, 0, 4, 8, 7.
+
+    Returns:
+        (uint8 [28, 28] image, int label).
+
+    Raises:
+        UserError: if `index` is out of range.
+        DataError: if the data cannot be read.
+    """
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder("mnist", data_dir=data_dir)
+        count = builder.info.splits["test"].num_examples
+    except Exception as e:  # noqa: BLE001 - TFDS raises many types on bad metadata.
+        raise DataError(f"cannot read the prepared mnist in {data_dir}: {e}") from None
+    if not 0 <= index < count:
+        raise UserError(f"--test_index: {index} is out of range; the test split has {count} "
+                        f"examples (0 to {count - 1})")
+    try:
+        dataset = builder.as_dataset(split=f"test[{index}:{index + 1}]", as_supervised=True,
+                                     shuffle_files=False)
+        image, label = next(iter(dataset))
+    except Exception as e:  # noqa: BLE001 - TFDS/TF raise many types on damaged data.
+        raise DataError(f"cannot read test example {index} from {data_dir}: {e}") from None
+    return image.numpy().reshape(28, 28), int(label)
+
+
+def predict_test_example(model, data_dir: str, index: int) -> Prediction:
+    """Classifies example `index` of the TFDS test split (see `load_test_example`).
+
+    The image is already an MNIST digit: it goes to the model as in training
+    (uint8 / 255), without `mnist_tf.preprocess`'s steps.
+    """
+    image, label = load_test_example(data_dir, index)
+    (probabilities,) = classify(model, image[None])
+    return Prediction(test_index=index, probabilities=probabilities, image=image, label=label)
+
+
+def format_text(prediction: Prediction) -> str:
+    """One readable line, e.g. `three.png: 3 | top-3: 3 97.12%, 5 1.80%, 8 0.61%`."""
+    if prediction.error is not None:
+        return f"{prediction.name}: {prediction.error}"
+    top = ", ".join(f"{d} {p:.2%}" for d, p in prediction.top())
+    if prediction.label is None:
+        return f"{prediction.name}: {prediction.digit} | top-3: {top}"
+    verdict = "correct" if prediction.digit == prediction.label else "wrong"
+    return (f"{prediction.name} (TFDS order): {prediction.digit}, true label {prediction.label} "
+            f"({verdict}) | top-3: {top}")
+
+
+def format_json(prediction: Prediction) -> str:
+    """One JSON object: file or test_index (+ label), digit, probabilities, top3; or error."""
+    record = {"file": prediction.file} if prediction.file is not None else {
+        "test_index": prediction.test_index, "label": prediction.label}
+    if prediction.error is not None:
+        record["error"] = prediction.error
+    else:
+        record["digit"] = prediction.digit
+        record["probabilities"] = [round(p, 6) for p in prediction.probabilities]
+        record["top3"] = [{"digit": d, "probability": round(p, 6)} for d, p in prediction.top()]
+    return json.dumps(record)
+
+
+def check_inputs(paths: list[str], test_index: int | None) -> None:
+    """Rejects a request with nothing to classify or a negative --test_index.
+
+    Raises:
+        UserError: naming the problem.
+    """
+    if not paths and test_index is None:
+        raise UserError("no image files given; usage: python -m mnist_tf.predict "
+                        "--workdir=DIR FILE... or --test_index=N")
+    if test_index is not None and test_index < 0:
+        raise UserError(f"--test_index: must be >= 0, got {test_index}")
+
+
+def _prepare_output_dir(path: str) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"--preprocessed_dir: {path} is a file, not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--preprocessed_dir: cannot create {path}: {e.strerror}") from None
+
+
+def run(
+    workdir: str,
+    paths: list[str],
+    checkpoint: str | None = None,
+    test_index: int | None = None,
+    data_dir: str | None = None,
+    allow_download: bool = True,
+    as_json: bool = False,
+    preprocessed_dir: str | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Classifies `paths` (and test example `test_index`) and prints the results.
+
+    Args:
+        workdir: a training workdir.
+        paths: image files.
+        checkpoint: a checkpoint prefix; None means the workdir's latest.
+        test_index: a TFDS test example to classify too, or None.
+        data_dir: TFDS data directory for `test_index` (None: TFDS's default).
+        allow_download: whether TFDS's own download may be tried for `test_index`.
+        as_json: print JSON lines instead of readable lines.
+        preprocessed_dir: if set, write each prepared digit there as a PNG.
+        out: where results go (default stdout).
+        err: where per-file problems go (default stderr), one `error: FILE: problem` each.
+
+    Returns:
+        0 if everything was classified, 1 if some files could not be.
+
+    Raises:
+        UserError: for usage errors: no input, a bad workdir or checkpoint,
+            `test_index` out of range, unusable data or output directory.
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
+    check_inputs(paths, test_index)
+    if preprocessed_dir:
+        _prepare_output_dir(preprocessed_dir)
+
+    from mnist_tf import images, inference, sources
+
+    loaded = inference.load_model(workdir, checkpoint)
+    if test_index is not None:
+        # Before the files, so that a bad --test_index fails fast. Only say where
+        # the data comes from if it has to be prepared first, on `err` so that
+        # `out` stays parseable.
+        data_dir = data_dir or sources.default_data_dir()
+        quiet = sources.is_prepared(data_dir)
+        source = sources.ensure_mnist(
+            data_dir, allow_download=allow_download,
+            log=(lambda _: None) if quiet else (lambda line: print(line, file=err)))
+        example = predict_test_example(loaded.model, source.data_dir, test_index)
+    predictions = predict_files(loaded.model, paths)
+    if test_index is not None:
+        predictions.append(example)
+
+    if not as_json:
+        print(f"Model: {loaded.checkpoint} (step {loaded.step})", file=out)
+    for i, prediction in enumerate(predictions):
+        if prediction.error is not None:
+            print(f"error: {format_text(prediction)}", file=err)
+        if as_json:
+            print(format_json(prediction), file=out)
+        elif prediction.error is None:
+            print(format_text(prediction), file=out)
+        if preprocessed_dir and prediction.image is not None:
+            stem = (os.path.splitext(os.path.basename(prediction.file))[0]
+                    if prediction.file is not None else f"test-{prediction.test_index}")
+            images.write_png(os.path.join(preprocessed_dir, f"{i:03d}-{stem}.png"),
+                             prediction.image)
+    out.flush()
+    return EXIT_SOME_FAILED if any(p.error is not None for p in predictions) else EXIT_OK
+
+
+def main(argv: list[str]) -> None:
+    """Validates the flags, then classifies the files and/or the test example."""
+    logging.set_verbosity(logging.WARNING)
+    try:
+        check_inputs(argv[1:], FLAGS.test_index)
+        # Imported here so that bad flags are rejected before TensorFlow loads.
+        cli.import_tensorflow_quietly()
+        status = run(
+            FLAGS.workdir, argv[1:], checkpoint=FLAGS.checkpoint, test_index=FLAGS.test_index,
+            data_dir=FLAGS.data_dir, allow_download=FLAGS.download, as_json=FLAGS.json,
+            preprocessed_dir=FLAGS.preprocessed_dir,
+        )
+    except UserError as e:
+        cli.fail(str(e))
+    except KeyboardInterrupt:
+        cli.fail("interrupted")
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    define_predict_flags()
+    app.run(main, flags_parser=cli.parse_flags)

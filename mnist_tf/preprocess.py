@@ -1,0 +1,286 @@
+"""Image files -> MNIST-style 28x28 digits: the steps LeCun et al. used to build MNIST.
+
+MNIST's digits are white ink on a black background, size-normalised to fit a
+20x20 box (keeping the aspect ratio, anti-aliased to grey levels) and placed in
+a 28x28 field so that their centre of mass sits at the centre of the field
+(LeCun, Bottou, Bengio and Haffner, 1998, and http://yann.lecun.com/exdb/mnist/).
+A photo or drawing of a digit has to go through the same steps before the model
+can read it; `prepare_file` and `prepare_image` do so:
+
+1. Decode (Pillow: PNG, JPEG and anything else Pillow reads; the first frame of
+   an animation) and apply the EXIF orientation that phone cameras record.
+2. Greyscale: luma (ITU-R 601, Pillow's "L") in [0, 1]; 16-bit greyscale PNGs
+   keep their 16-bit precision (/65535).
+3. Transparency: a transparent background carries no colour worth trusting
+   (often black with alpha 0), so the image is composited over white when its
+   opaque pixels are dark on average and over black when they are light; the
+   ink then contrasts with the background either way.
+4. Polarity: the background level is the median of the image's outermost ring
+   of pixels. If the image's mean is darker than that, the ink is dark on a
+   light background (paper) and the image is inverted; otherwise it is already
+   light ink on a dark background. Ink is measured from the background level,
+   so grey paper becomes 0.
+5. Contrast and noise: the ink is scaled so its strongest pixel is 1. An image
+   whose strongest ink differs from the background by less than
+   `MIN_CONTRAST` (0.1 of full scale) has no ink and is rejected as blank.
+   Pixels below `NOISE_THRESHOLD` (0.2 of the strongest ink: JPEG ringing,
+   paper texture, faint smudges) are set to 0, as MNIST's background is.
+6. Crop to the bounding box of the remaining ink.
+7. Scale to fit a 20x20 box, keeping the aspect ratio (the longer side becomes
+   20 pixels), with Lanczos resampling, which anti-aliases when shrinking. The
+   result is rescaled so its strongest pixel is 1 again (thin pen strokes on
+   large images would otherwise fade to grey).
+8. Centre by mass: paste the box into a 28x28 black field, shifted by whole
+   pixels so that its intensity-weighted centre of mass lands on pixel
+   (14, 14) (0-based row, column), where real MNIST's centres of mass are
+   (13.99, 14.01 on average over the test set). If that would push ink out of
+   the field, the shift is limited so that the whole box stays inside.
+9. Quantise to uint8 (round(x * 255)), the dtype MNIST is stored in; the model
+   input is then uint8 / 255 flattened to 784 floats, exactly as in training
+   (`to_model_input`, `mnist_tf.data.preprocess`).
+
+Works best with one digit per image on a plain background, drawn with a pen
+about a tenth of the digit's height wide, like MNIST's.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mnist_tf.errors import UserError
+
+FIELD_SIZE = 28  # MNIST's images are 28x28 ...
+BOX_SIZE = 20  # ... with the digit size-normalised to fit 20x20 ...
+CENTRE = 14.0  # ... and its centre of mass at pixel (14, 14).
+MIN_CONTRAST = 0.1  # Ink weaker than this (fraction of full scale) is no ink at all.
+NOISE_THRESHOLD = 0.2  # Ink below this fraction of the strongest ink is noise.
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+class ImageError(UserError):
+    """An image file that cannot be used: missing, unreadable, not an image, or blank.
+
+    Attributes:
+        path: the file.
+        problem: what is wrong with it, without the path.
+    """
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class BlankImageError(ValueError):
+    """An image with no ink: nothing differs enough from the background."""
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Decodes an image file, applying its EXIF orientation.
+
+    Raises:
+        ImageError: if the file is missing, empty, unreadable or not an image.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ImageError(path, "no such file")
+    if os.path.isdir(path):
+        raise ImageError(path, "is a directory, not an image file")
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageError(path, "empty file (0 bytes)")
+        with Image.open(path) as image:
+            image.load()
+            # Phones store JPEGs sideways plus an "orientation" tag; undo it.
+            return ImageOps.exif_transpose(image)
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image (Pillow cannot identify it; "
+                               "PNG or JPEG expected)") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(path, f"image too large ({e})") from None
+    except PermissionError as e:
+        raise ImageError(path, f"cannot be read: {e.strerror}") from None
+    except (OSError, ValueError, SyntaxError) as e:  # Truncated or corrupt data.
+        raise ImageError(path, f"damaged or unsupported image ({e})") from None
+
+
+def greyscale(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Returns the image's grey levels and alpha, both float64 [H, W] in [0, 1].
+
+    Alpha is None when the image has no transparency (or is fully opaque).
+    """
+    if image.mode in _SIXTEEN_BIT_MODES:
+        # 16-bit greyscale PNGs decode to these integer modes.
+        grey = np.asarray(image, dtype=np.float64) / 65535.0
+        return np.clip(grey, 0.0, 1.0), None
+    if image.mode == "F":
+        return np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0), None
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        grey_alpha = np.asarray(image.convert("RGBA").convert("LA"), dtype=np.float64) / 255.0
+        grey, alpha = grey_alpha[..., 0], grey_alpha[..., 1]
+        return grey, (None if alpha.min() == 1.0 else alpha)
+    if image.mode not in ("1", "L"):
+        image = image.convert("RGB")
+    return np.asarray(image.convert("L"), dtype=np.float64) / 255.0, None
+
+
+def _composite(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    weight = alpha.sum()
+    if weight == 0:
+        raise BlankImageError("no ink: the image is fully transparent")
+    opaque_mean = (grey * alpha).sum() / weight
+    background = 1.0 if opaque_mean < 0.5 else 0.0
+    return grey * alpha + background * (1.0 - alpha)
+
+
+def _border(grey: np.ndarray) -> np.ndarray:
+    if min(grey.shape) <= 2:
+        return grey.ravel()
+    return np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
+
+
+def ink_map(grey: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
+    """Turns grey levels into ink: bright ink on a 0 background, strongest ink 1.
+
+    Steps 3-5 of the module docstring: composite transparency, decide the
+    polarity from the border, measure ink from the background, drop noise.
+
+    Args:
+        grey: float [H, W] grey levels in [0, 1].
+        alpha: optional float [H, W] opacity in [0, 1].
+
+    Returns:
+        float64 [H, W] ink in [0, 1]; pixels below `NOISE_THRESHOLD` are 0.
+
+    Raises:
+        BlankImageError: if the image has no ink.
+    """
+    grey = np.asarray(grey, dtype=np.float64)
+    if grey.ndim != 2 or grey.size == 0:
+        raise ValueError(f"expected a non-empty [H, W] array, got shape {grey.shape}")
+    if alpha is not None:
+        grey = _composite(grey, np.asarray(alpha, dtype=np.float64))
+    background = float(np.median(_border(grey)))
+    if grey.mean() < background:  # Dark ink on light paper: invert.
+        ink = background - grey
+    else:
+        ink = grey - background
+    ink = np.clip(ink, 0.0, None)
+    contrast = float(ink.max())
+    if contrast < MIN_CONTRAST:
+        raise BlankImageError(f"no ink: the image is blank (its strongest ink differs from "
+                              f"the background by {contrast:.2f} < {MIN_CONTRAST})")
+    ink /= contrast
+    # The margin keeps float round-off from deciding pixels exactly at the threshold,
+    # so an image and its inverse give the same digit.
+    ink[ink < NOISE_THRESHOLD - 1e-9] = 0.0
+    return ink
+
+
+def fit_to_box(ink: np.ndarray, box_size: int = BOX_SIZE) -> np.ndarray:
+    """Crops `ink` to its bounding box and scales it to fit `box_size`, keeping the aspect ratio.
+
+    Returns:
+        float64 [h, w] with max(h, w) == box_size and the strongest pixel 1.
+    """
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        raise BlankImageError("no ink: the image is blank")
+    crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    height, width = crop.shape
+    scale = box_size / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(crop.astype(np.float32)).resize(size, Image.Resampling.LANCZOS)
+    box = np.clip(np.asarray(resized, dtype=np.float64), 0.0, 1.0)  # Lanczos overshoots.
+    peak = box.max()
+    return box / peak if peak > 0 else box
+
+
+def centre_of_mass(image: np.ndarray) -> tuple[float, float]:
+    """Returns the intensity-weighted (row, column) centre of a 2-D array, 0-based."""
+    image = np.asarray(image, dtype=np.float64)
+    total = image.sum()
+    if total == 0:
+        raise ValueError("the centre of mass of an all-zero image is undefined")
+    rows, cols = np.indices(image.shape)
+    return float((rows * image).sum() / total), float((cols * image).sum() / total)
+
+
+def place_in_field(box: np.ndarray, field_size: int = FIELD_SIZE,
+                   centre: float = CENTRE) -> np.ndarray:
+    """Pastes `box` into a black field, its centre of mass on (centre, centre) to the pixel.
+
+    Returns:
+        float64 [field_size, field_size].
+    """
+    height, width = box.shape
+    row, col = centre_of_mass(box)
+    # Whole-pixel shifts (no resampling blur), limited so the box stays inside.
+    top = min(max(math.floor(centre - row + 0.5), 0), field_size - height)
+    left = min(max(math.floor(centre - col + 0.5), 0), field_size - width)
+    field = np.zeros((field_size, field_size))
+    field[top:top + height, left:left + width] = box
+    return field
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Quantises [0, 1] floats to uint8 0..255 with round-half-up."""
+    return np.floor(np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def prepare_array(grey: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
+    """Runs steps 3-9 on grey levels in [0, 1] (and optional alpha).
+
+    Returns:
+        uint8 [28, 28]: the digit as MNIST stores it (bright ink on black).
+
+    Raises:
+        BlankImageError: if the image has no ink.
+    """
+    return to_uint8(place_in_field(fit_to_box(ink_map(grey, alpha))))
+
+
+def prepare_image(image: Image.Image) -> np.ndarray:
+    """Prepares a decoded Pillow image (any mode) as an MNIST digit.
+
+    Returns:
+        uint8 [28, 28]: bright ink on black, as MNIST stores its digits.
+
+    Raises:
+        BlankImageError: if the image has no ink.
+    """
+    return prepare_array(*greyscale(image))
+
+
+def prepare_file(path: str | os.PathLike) -> np.ndarray:
+    """Reads an image file and prepares it as an MNIST digit (all steps of the docstring).
+
+    The result can be saved (e.g. `mnist_tf.images.write_png`) to see what the
+    model sees.
+
+    Returns:
+        uint8 [28, 28]: bright ink on black, as MNIST stores its digits.
+
+    Raises:
+        ImageError: if the file is missing, empty, not an image or blank.
+    """
+    image = load_image(path)
+    try:
+        return prepare_image(image)
+    except BlankImageError as e:
+        raise ImageError(os.fspath(path), str(e)) from None
+
+
+def to_model_input(digits: np.ndarray) -> np.ndarray:
+    """Maps uint8 digits [N, 28, 28] to the model's float32 [N, 784] in [0, 1].
+
+    Bit-for-bit the same as training's `mnist_tf.data.preprocess` (uint8 / 255).
+    """
+    digits = np.asarray(digits, dtype=np.uint8)
+    count = digits.shape[0] if digits.ndim >= 3 else 1
+    return digits.reshape(count, FIELD_SIZE * FIELD_SIZE).astype(np.float32) / np.float32(255.0)
