@@ -8,6 +8,12 @@ import math
 from mnist_tf.errors import UserError
 
 LR_SCHEDULES = ("constant", "cosine")
+# Fields that can change what a run learns: logged as TensorBoard HParams so
+# runs sharing a --logdir compare side by side. Logging-only fields (intervals,
+# batch size of evaluation) would only add columns.
+HPARAM_FIELDS = ("hidden_sizes", "batch_size", "epochs", "train_steps", "learning_rate",
+                 "lr_schedule", "warmup_steps", "weight_decay", "dropout", "validation_size",
+                 "seed", "deterministic", "jit_compile")
 
 
 class ConfigError(UserError):
@@ -46,6 +52,39 @@ def parse_hidden_sizes(text: str) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+def parse_profile_steps(text: str) -> tuple[int, ...]:
+    """Parses a profiler window "START,END" (global steps); "" means no profiling.
+
+    Raises:
+        ConfigError: unless the text is empty or two integers 0 <= START < END.
+    """
+    text = text.strip()
+    if not text:
+        return ()
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        start, end = (int(part) for part in parts)
+    except ValueError:
+        raise ConfigError(
+            "profile_steps", f"{text!r} is not two integers START,END (e.g. 100,110)"
+        ) from None
+    steps = (start, end)
+    _check_profile_steps(steps)
+    return steps
+
+
+def _check_profile_steps(steps: tuple[int, ...]) -> None:
+    if not steps:
+        return
+    if len(steps) != 2 or not all(isinstance(s, int) for s in steps):
+        raise ConfigError("profile_steps", f"{steps} is not two integers START,END")
+    start, end = steps
+    if not 0 <= start < end:
+        raise ConfigError(
+            "profile_steps", f"needs 0 <= START < END, got {start},{end} (e.g. 100,110)"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run.
@@ -70,8 +109,13 @@ class TrainConfig:
     keep_checkpoints: int = 3
     jit_compile: bool = False
     eval_batch_size: int = 1000
+    histogram_every_steps: int = 500  # 0: no weight/gradient histograms.
+    profile_steps: tuple[int, ...] = ()  # (START, END) global steps to profile; (): none.
 
     def __post_init__(self):
+        # A config read back from config.json holds a list; keep the frozen
+        # dataclass hashable and comparable with the flag-built one.
+        object.__setattr__(self, "profile_steps", tuple(self.profile_steps))
         def positive(name):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, f"must be positive, got {getattr(self, name)}")
@@ -86,8 +130,10 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "log_every_steps", "checkpoint_every_steps",
                      "keep_checkpoints", "eval_batch_size"):
             positive(name)
-        for name in ("train_steps", "warmup_steps", "weight_decay", "validation_size", "seed"):
+        for name in ("train_steps", "warmup_steps", "weight_decay", "validation_size", "seed",
+                     "histogram_every_steps"):
             non_negative(name)
+        _check_profile_steps(self.profile_steps)
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ConfigError("learning_rate", f"must be positive, got {self.learning_rate}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -104,4 +150,15 @@ class TrainConfig:
         """Returns the configuration as JSON-ready values."""
         values = dataclasses.asdict(self)
         values["hidden_sizes"] = list(self.hidden_sizes)
+        values["profile_steps"] = list(self.profile_steps)
+        return values
+
+    def hparams(self) -> dict[str, bool | int | float | str]:
+        """Returns the `HPARAM_FIELDS` as TensorBoard HParams values.
+
+        `hidden_sizes` becomes its flag spelling ("512,256"; "none" for a linear
+        model), since HParams values are scalars.
+        """
+        values = {name: getattr(self, name) for name in HPARAM_FIELDS}
+        values["hidden_sizes"] = ",".join(map(str, self.hidden_sizes)) or "none"
         return values

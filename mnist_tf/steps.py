@@ -79,8 +79,9 @@ def make_train_step(
 
     Returns:
         A `tf.function` taking (images float32 [batch, 784], labels int32
-        [batch]) and returning the scalar loss. Its fixed input signature means
-        it is traced exactly once.
+        [batch]) and returning `(loss, gradients)`: the scalar loss and the
+        gradients Adam just applied, one per `model.parameters()` entry. Its
+        fixed input signature means it is traced exactly once.
     """
     parameters = model.parameters()
     kernels = model.kernels()
@@ -95,7 +96,14 @@ def make_train_step(
         gradients = tape.gradient(loss, parameters)
         optimizer.apply(gradients, parameters, schedule(optimizer.step))
         metrics.update(per_example, logits, labels)
-        return loss
+        # The gradients are returned for the TensorBoard histograms rather than
+        # recomputed by a second function when needed: these are exactly the
+        # ones Adam applied (same batch, same dropout mask), they cost nothing
+        # extra (they exist anyway; unused outputs are just dropped by the
+        # caller), and a recomputation would have to re-run the forward pass
+        # without drawing from `rng` or touching any state, or it would break
+        # bit-exact resumption.
+        return loss, gradients
 
     signature = [
         tf.TensorSpec([batch_size, NUM_PIXELS], tf.float32, name="images"),
@@ -111,12 +119,17 @@ def make_eval_step(
 
     Returns:
         A `tf.function` taking (images [batch, 784], labels [batch], mask
-        [batch] bool) and updating `metrics`. Traced exactly once.
+        [batch] bool), updating `metrics` and returning the predicted classes,
+        int32 [batch] (padding rows included; the caller applies `mask`).
+        Traced exactly once.
     """
 
     def eval_step(images, labels, mask):
         logits = model(images, training=False)
         metrics.update(losses.cross_entropy(logits, labels), logits, labels, mask)
+        # Returned so one pass over a split yields both the metrics and what the
+        # confusion matrix and misclassified-digit images need.
+        return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
     signature = [
         tf.TensorSpec([batch_size, NUM_PIXELS], tf.float32, name="images"),

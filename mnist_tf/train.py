@@ -9,7 +9,12 @@ _PROCESS_START = time.time()
 from absl import app, flags, logging  # noqa: E402
 
 from mnist_tf import cli, files  # noqa: E402  (cli sets TF's log level before TF loads)
-from mnist_tf.config import LR_SCHEDULES, TrainConfig, parse_hidden_sizes  # noqa: E402
+from mnist_tf.config import (  # noqa: E402
+    LR_SCHEDULES,
+    TrainConfig,
+    parse_hidden_sizes,
+    parse_profile_steps,
+)
 from mnist_tf.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -62,6 +67,16 @@ def define_train_flags() -> None:
                          "Compile the train and eval steps with XLA.")
     flags.DEFINE_integer("eval_batch_size", _DEFAULTS.eval_batch_size,
                          "Batch size of evaluation.")
+    flags.DEFINE_integer("histogram_every_steps", _DEFAULTS.histogram_every_steps,
+                         "Steps between TensorBoard histograms of every weight and of the "
+                         "gradients applied at that step (weights/<layer>/kernel, "
+                         "gradients/<layer>/kernel, ...; also at the last step). 0: none.")
+    flags.DEFINE_string("profile_steps", "",
+                        "START,END: run TensorFlow's profiler while the global step (as in "
+                        "the progress lines) goes from START to END, i.e. over END-START "
+                        "training steps (e.g. 100,110; needs 0 <= START < END), and write the "
+                        "trace to WORKDIR/summaries/train/plugins/profile/ for TensorBoard's "
+                        "Profile tab (pip install tensorboard-plugin-profile). Empty: off.")
 
 
 def config_from_flags() -> TrainConfig:
@@ -88,6 +103,8 @@ def config_from_flags() -> TrainConfig:
         keep_checkpoints=FLAGS.keep_checkpoints,
         jit_compile=FLAGS.jit_compile,
         eval_batch_size=FLAGS.eval_batch_size,
+        histogram_every_steps=FLAGS.histogram_every_steps,
+        profile_steps=parse_profile_steps(FLAGS.profile_steps),
     )
 
 

@@ -6,12 +6,14 @@ command line (`python -m mnist_tf.train`) only parses flags and calls it.
 Workdir layout:
     config.json       the run's configuration (architecture checked on resume)
     checkpoints/      tf.train.Checkpoint files (model, Adam, RNG)
-    summaries/        TensorBoard runs: train/, validation/, test/
+    summaries/        TensorBoard runs: train/, validation/, test/, hparams/
+                      (see mnist_tf/summaries.py for what each holds)
     results.json      final metrics, throughput, params_sha256 and flags
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -21,20 +23,22 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from mnist_tf import checkpoints, data, files, sources
+from mnist_tf import analysis, checkpoints, data, files, images, sources
 from mnist_tf.config import ConfigError, TrainConfig
 from mnist_tf.errors import UserError
 from mnist_tf.model import MLP, params_sha256
 from mnist_tf.optimizers import Adam
 from mnist_tf.schedules import make_schedule
 from mnist_tf.steps import Metrics, make_eval_step, make_train_step
-from mnist_tf.summaries import SummaryWriters
+from mnist_tf.summaries import ProfilerWindow, SummaryWriters
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 # Fields that define the checkpoint's shape or data order; a resumed run must
 # not change them (others, such as the log interval, may change freely).
 ARCHITECTURE_FIELDS = ("hidden_sizes",)
+# Misclassified test digits drawn each epoch: 4 rows of 8 stay readable.
+MAX_MISCLASSIFIED_IMAGES = 32
 
 
 def set_seeds(seed: int, deterministic: bool) -> None:
@@ -71,14 +75,95 @@ def check_resume_config(workdir: str, config: TrainConfig) -> None:
             )
 
 
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """One pass of the eval step over a split.
+
+    Attributes:
+        metrics: {"loss", "accuracy", "count"}.
+        confusion: int64 [10, 10] confusion matrix (rows true, columns
+            predicted), or None if not requested.
+        mistakes: (images float32 [K, 784], labels [K], predicted [K]) of the
+            first K misclassified examples in split order, or None if not
+            requested.
+    """
+
+    metrics: dict[str, float]
+    confusion: np.ndarray | None = None
+    mistakes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+
 def evaluate(
-    eval_step, metrics: Metrics, examples: tf.data.Dataset, batch_size: int
-) -> dict[str, float]:
-    """Runs `eval_step` over all of `examples`; returns loss, accuracy and count."""
+    eval_step,
+    metrics: Metrics,
+    examples: tf.data.Dataset,
+    batch_size: int,
+    max_mistakes: int | None = None,
+) -> Evaluation:
+    """Runs `eval_step` over all of `examples`.
+
+    Args:
+        eval_step: from `make_eval_step`, bound to `metrics`.
+        metrics: reset here, then read once at the end.
+        examples: unbatched (image, label) examples.
+        batch_size: the eval step's static batch size.
+        max_mistakes: if not None, also builds the confusion matrix and keeps
+            up to this many misclassified examples, from the same pass. That
+            reads each batch's predictions back to the host, so only the split
+            that gets images asks for it.
+
+    Returns:
+        The `Evaluation`.
+    """
     metrics.reset()
-    for images, labels, mask in data.eval_batches(examples, batch_size):
-        eval_step(images, labels, mask)
-    return metrics.result()
+    analyse = max_mistakes is not None
+    confusion = np.zeros((data.NUM_CLASSES, data.NUM_CLASSES), np.int64)
+    wrong_images, wrong_labels, wrong_predicted = [], [], []
+    kept = 0
+    for batch_images, labels, mask in data.eval_batches(examples, batch_size):
+        predicted = eval_step(batch_images, labels, mask)
+        if not analyse:
+            continue
+        real = mask.numpy()  # Drops the padding rows of the last batch.
+        true, guess = labels.numpy()[real], predicted.numpy()[real]
+        confusion += analysis.confusion_matrix(true, guess)
+        wrong = np.flatnonzero(true != guess)[:max_mistakes - kept]
+        if len(wrong):
+            wrong_images.append(batch_images.numpy()[real][wrong])
+            wrong_labels.append(true[wrong])
+            wrong_predicted.append(guess[wrong])
+            kept += len(wrong)
+    if not analyse:
+        return Evaluation(metrics.result())
+    mistakes = (
+        np.concatenate(wrong_images) if wrong_images else np.zeros((0, data.NUM_PIXELS),
+                                                                   np.float32),
+        np.concatenate(wrong_labels) if wrong_labels else np.zeros((0,), np.int32),
+        np.concatenate(wrong_predicted) if wrong_predicted else np.zeros((0,), np.int32),
+    )
+    return Evaluation(metrics.result(), confusion, mistakes)
+
+
+def evaluation_images(evaluation: Evaluation) -> dict[str, np.ndarray]:
+    """Draws an analysed `Evaluation` for TensorBoard.
+
+    Returns:
+        tag -> uint8 [H, W, 3]: "confusion_matrix" always, and
+        "misclassified" (digits captioned "pred P true T") when there are
+        mistakes.
+    """
+    pictures = {"confusion_matrix": images.confusion_matrix_image(evaluation.confusion)}
+    wrong_images, labels, predicted = evaluation.mistakes
+    if len(labels):
+        captions = [f"pred {p} true {t}" for p, t in zip(predicted, labels)]
+        pictures["misclassified"] = images.digit_grid(
+            wrong_images, captions, highlight=[True] * len(labels))
+    return pictures
+
+
+def parameter_names(model: MLP) -> list[str]:
+    """Names `model.parameters()` in order: "hidden_0/kernel", "hidden_0/bias", ..."""
+    return [f"{layer.name}/{kind}" for layer in model.layers for kind in ("kernel", "bias")]
 
 
 def _format_duration(seconds: float) -> str:
@@ -159,6 +244,11 @@ def train_and_evaluate(
                                  config.batch_size, config.weight_decay, config.jit_compile)
     eval_step = make_eval_step(model, eval_metrics, config.eval_batch_size, config.jit_compile)
     writers = SummaryWriters(workdir)
+    # One HParams row per workdir (see SummaryWriters.hparams); the final
+    # metrics are added to the same run at the end.
+    writers.hparams(config.hparams())
+    profiler = ProfilerWindow(writers.logdir("train"), config.profile_steps, log=log)
+    names = parameter_names(model)
 
     def run_evaluations(at_step: int) -> dict[str, dict[str, float]]:
         results = {}
@@ -166,8 +256,15 @@ def train_and_evaluate(
         for split, examples in named.items():
             if examples is None:
                 continue
-            results[split] = evaluate(eval_step, eval_metrics, examples, config.eval_batch_size)
+            # The test split also gets the confusion matrix and misclassified
+            # digits, from the same pass that computes its metrics.
+            max_mistakes = MAX_MISCLASSIFIED_IMAGES if split == "test" else None
+            evaluation = evaluate(eval_step, eval_metrics, examples, config.eval_batch_size,
+                                  max_mistakes=max_mistakes)
+            results[split] = evaluation.metrics
             writers.scalars(split, at_step, {k: results[split][k] for k in ("loss", "accuracy")})
+            if evaluation.confusion is not None:
+                writers.images(split, at_step, evaluation_images(evaluation))
         writers.flush()
         return results
 
@@ -179,55 +276,75 @@ def train_and_evaluate(
     train_metrics.reset()
     interval_start, interval_step = time.perf_counter(), step
     saved_step = step if restored else -1
-    while step < total_steps:
-        epoch, offset = divmod(step, steps_per_epoch)
-        batches = data.train_batches(splits.train, splits.num_train, config.batch_size,
-                                     config.seed, epoch, skip_batches=offset)
-        for images, labels in batches:
-            train_step(images, labels)
-            step += 1
-            if step % config.log_every_steps == 0 or step == total_steps:
-                metrics = train_metrics.result()  # Syncs with the device.
-                elapsed = time.perf_counter() - interval_start
-                examples = (step - interval_step) * config.batch_size
-                rate = examples / max(elapsed, 1e-9)
-                if not first_interval:
-                    train_seconds += elapsed
-                    train_examples += examples
-                first_interval = False
-                steady = train_examples / train_seconds if train_seconds else rate
-                eta = (total_steps - step) * config.batch_size / max(steady, 1e-9)
-                learning_rate = float(schedule(tf.constant(step - 1, tf.int64)))
-                log(f"step {step}/{total_steps} | epoch {step / steps_per_epoch:.2f} | "
-                    f"loss {metrics['loss']:.4f} | accuracy {metrics['accuracy']:.2%} | "
-                    f"{rate:,.0f} examples/s | ETA {_format_duration(eta)}")
-                writers.scalars("train", step, {
-                    "loss": metrics["loss"], "accuracy": metrics["accuracy"],
-                    "learning_rate": learning_rate, "examples_per_second": rate,
-                })
-                train_metrics.reset()
-            pause_start = time.perf_counter()
-            if step % config.checkpoint_every_steps == 0 and step != total_steps:
-                manager.save(checkpoint_number=step)
-                saved_step = step
-            if step % steps_per_epoch == 0 or step == total_steps:
-                evaluations = run_evaluations(step)
-                summary = ", ".join(f"{split} loss {m['loss']:.4f} accuracy {m['accuracy']:.2%}"
-                                    for split, m in evaluations.items())
-                log(f"epoch {step / steps_per_epoch:.2f} done (step {step}): {summary}")
-            if step % config.log_every_steps == 0 or step == total_steps:
-                interval_start, interval_step = time.perf_counter(), step
-            else:
-                interval_start += time.perf_counter() - pause_start
-            if step >= total_steps:
-                break
+    first_step = step
+    try:
+        while step < total_steps:
+            epoch, offset = divmod(step, steps_per_epoch)
+            batches = data.train_batches(splits.train, splits.num_train, config.batch_size,
+                                         config.seed, epoch, skip_batches=offset)
+            for batch_images, labels in batches:
+                profiler.before_step(step)
+                if step == first_step:
+                    # This call traces the step: record that graph for TensorBoard.
+                    with writers.graph_trace("train", "train_step", step):
+                        _, gradients = train_step(batch_images, labels)
+                else:
+                    _, gradients = train_step(batch_images, labels)
+                step += 1
+                profiler.after_step(step)
+                if step % config.log_every_steps == 0 or step == total_steps:
+                    metrics = train_metrics.result()  # Syncs with the device.
+                    elapsed = time.perf_counter() - interval_start
+                    examples = (step - interval_step) * config.batch_size
+                    rate = examples / max(elapsed, 1e-9)
+                    if not first_interval:
+                        train_seconds += elapsed
+                        train_examples += examples
+                    first_interval = False
+                    steady = train_examples / train_seconds if train_seconds else rate
+                    eta = (total_steps - step) * config.batch_size / max(steady, 1e-9)
+                    learning_rate = float(schedule(tf.constant(step - 1, tf.int64)))
+                    log(f"step {step}/{total_steps} | epoch {step / steps_per_epoch:.2f} | "
+                        f"loss {metrics['loss']:.4f} | accuracy {metrics['accuracy']:.2%} | "
+                        f"{rate:,.0f} examples/s | ETA {_format_duration(eta)}")
+                    writers.scalars("train", step, {
+                        "loss": metrics["loss"], "accuracy": metrics["accuracy"],
+                        "learning_rate": learning_rate, "examples_per_second": rate,
+                    })
+                    train_metrics.reset()
+                pause_start = time.perf_counter()
+                every = config.histogram_every_steps
+                if every and (step % every == 0 or step == total_steps):
+                    # Weights after this step's update, and the gradients it applied.
+                    writers.histograms("train", step, {
+                        **{f"weights/{n}": v for n, v in zip(names, model.parameters())},
+                        **{f"gradients/{n}": g for n, g in zip(names, gradients)},
+                    })
+                if step % config.checkpoint_every_steps == 0 and step != total_steps:
+                    manager.save(checkpoint_number=step)
+                    saved_step = step
+                if step % steps_per_epoch == 0 or step == total_steps:
+                    evaluations = run_evaluations(step)
+                    summary = ", ".join(
+                        f"{split} loss {m['loss']:.4f} accuracy {m['accuracy']:.2%}"
+                        for split, m in evaluations.items())
+                    log(f"epoch {step / steps_per_epoch:.2f} done (step {step}): {summary}")
+                if step % config.log_every_steps == 0 or step == total_steps:
+                    interval_start, interval_step = time.perf_counter(), step
+                else:
+                    interval_start += time.perf_counter() - pause_start
+                if step >= total_steps:
+                    break
+    finally:
+        # Also on errors and when the window reaches past the last step: a
+        # profiler left running would keep collecting and refuse the next start.
+        profiler.stop()
 
     if not evaluations:
         log(f"Already trained to step {step} of {total_steps}; evaluating only")
         evaluations = run_evaluations(step)
     if saved_step != step:
         manager.save(checkpoint_number=step)
-    writers.close()
 
     results = {
         "test_accuracy": evaluations["test"]["accuracy"],
@@ -248,6 +365,12 @@ def train_and_evaluate(
         "checkpoint": manager.latest_checkpoint,
         "flags": config.to_dict(),
     }
+    writers.scalars("hparams", step, {
+        f"{split}_{name}": evaluations[split][name]
+        for split in ("test", "validation") if split in evaluations
+        for name in ("accuracy", "loss")
+    })
+    writers.close()
     files.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
     val = results["validation_accuracy"]
     log(f"Done: step {step}, test accuracy {results['test_accuracy']:.2%}, test loss "
