@@ -89,13 +89,20 @@ def make_train_step(
 
     def train_step(images, labels):
         # Draw the dropout seed outside the tape: it is not differentiable state.
-        seed = rng.make_seeds(1)[:, 0] if use_dropout else None
+        # The name scopes fold the graph into these blocks in TensorBoard's Graphs tab.
+        # Draw the dropout seed outside the tape: it is not differentiable state.
+        with tf.name_scope("dropout_seed"):
+            seed = rng.make_seeds(1)[:, 0] if use_dropout else None
         with tf.GradientTape() as tape:
-            logits = model(images, training=True, seed=seed)
-            loss, per_example = losses.total_loss(logits, labels, kernels, weight_decay)
+            with tf.name_scope("forward"):
+                logits = model(images, training=True, seed=seed)
+            with tf.name_scope("loss"):
+                loss, per_example = losses.total_loss(logits, labels, kernels, weight_decay)
         gradients = tape.gradient(loss, parameters)
-        optimizer.apply(gradients, parameters, schedule(optimizer.step))
-        metrics.update(per_example, logits, labels)
+        with tf.name_scope("adam"):
+            optimizer.apply(gradients, parameters, schedule(optimizer.step))
+        with tf.name_scope("metrics"):
+            metrics.update(per_example, logits, labels)
         # The gradients are returned for the TensorBoard histograms rather than
         # recomputed by a second function when needed: these are exactly the
         # ones Adam applied (same batch, same dropout mask), they cost nothing

@@ -13,9 +13,8 @@ Everything here runs eagerly, outside the traced (possibly XLA-compiled) steps.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -115,22 +114,16 @@ class SummaryWriters:
         with self._writers[HPARAMS_RUN].as_default(step=0):
             hp.hparams(values, trial_id=session)
 
-    @contextlib.contextmanager
-    def graph_trace(self, run: str, name: str, step: int) -> Iterator[None]:
-        """Records the graphs of the `tf.function`s called in the block into `run`.
+    def graph(self, run: str, graph: tf.Graph) -> None:
+        """Writes `graph` to `run` for TensorBoard's Graphs tab.
 
-        Wrap the first call of a traced function: that call builds its graph,
-        so recording it costs no extra trace. Graphs only (no profiler), so it
-        cannot collide with a `ProfilerWindow`.
+        Pass a traced function's `get_concrete_function().graph`. This writes a
+        plain graph event, where `tf.summary.trace_on`/`trace_export` would
+        write a 0-d string tensor among the run's scalars, which readers that
+        take every 0-d tensor for a scalar (mnist_tf/plot.py) trip over.
         """
-        tf.summary.trace_on(graph=True, profiler=False)
-        try:
-            yield
-        except BaseException:
-            tf.summary.trace_off()
-            raise
-        with self._writers[run].as_default(step=step):
-            tf.summary.trace_export(name=name, step=step)
+        with self._writers[run].as_default():
+            tf.summary.graph(graph)
 
     def flush(self) -> None:
         """Makes everything written so far visible to TensorBoard."""

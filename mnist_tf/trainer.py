@@ -244,6 +244,9 @@ def train_and_evaluate(
                                  config.batch_size, config.weight_decay, config.jit_compile)
     eval_step = make_eval_step(model, eval_metrics, config.eval_batch_size, config.jit_compile)
     writers = SummaryWriters(workdir)
+    # The train step's graph, for TensorBoard's Graphs tab. The input signature
+    # is fixed, so this is the one trace the first call would otherwise do.
+    writers.graph("train", train_step.get_concrete_function().graph)
     # One HParams row per workdir (see SummaryWriters.hparams); the final
     # metrics are added to the same run at the end.
     writers.hparams(config.hparams())
@@ -276,7 +279,6 @@ def train_and_evaluate(
     train_metrics.reset()
     interval_start, interval_step = time.perf_counter(), step
     saved_step = step if restored else -1
-    first_step = step
     try:
         while step < total_steps:
             epoch, offset = divmod(step, steps_per_epoch)
@@ -284,12 +286,7 @@ def train_and_evaluate(
                                          config.seed, epoch, skip_batches=offset)
             for batch_images, labels in batches:
                 profiler.before_step(step)
-                if step == first_step:
-                    # This call traces the step: record that graph for TensorBoard.
-                    with writers.graph_trace("train", "train_step", step):
-                        _, gradients = train_step(batch_images, labels)
-                else:
-                    _, gradients = train_step(batch_images, labels)
+                _, gradients = train_step(batch_images, labels)
                 step += 1
                 profiler.after_step(step)
                 if step % config.log_every_steps == 0 or step == total_steps:

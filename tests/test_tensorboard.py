@@ -1,0 +1,247 @@
+"""TensorBoard output: a real `tensorboard` (loopback only) serves what tiny runs wrote."""
+
+import contextlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mnist_tf import trainer
+from mnist_tf.config import ConfigError, TrainConfig, parse_profile_steps
+
+REPO = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"  # Never any other address: the test must not listen outside the machine.
+SMALL = dict(hidden_sizes=(16,), batch_size=32, validation_size=100, log_every_steps=4,
+             eval_batch_size=64)
+PARAMETERS = ("hidden_0/kernel", "hidden_0/bias", "logits/kernel", "logits/bias")
+
+
+def train(config, workdir, data_dir):
+    return trainer.train_and_evaluate(config, str(workdir), data_dir=data_dir,
+                                      allow_download=False, log=lambda line: None)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def tensorboard(logdir, log_path, timeout=30.0):
+    """Runs `tensorboard --logdir logdir` on 127.0.0.1; yields a JSON getter/poster."""
+    port = free_port()
+    base = f"http://{HOST}:{port}"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
+             "--host", HOST, "--port", str(port), "--reload_interval", "1",
+             # The Python loader: no extra data-server process (and port).
+             "--load_fast", "false"],
+            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def fetch(path, body=None, raw=False):
+            request = urllib.request.Request(
+                base + path, data=None if body is None else json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                data = response.read()
+            return data if raw else json.loads(data)
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"tensorboard exited with {process.returncode}:\n"
+                            + Path(log_path).read_text(errors="replace")[-2000:])
+            try:
+                fetch("/data/runs")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"tensorboard did not answer on {base} within {timeout}s")
+                time.sleep(0.25)
+        yield fetch
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def poll(fetch, path, ready, timeout=30.0):
+    """Fetches `path` until `ready(answer)`: TensorBoard loads event files in the background."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = fetch(path)
+        if ready(answer) or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.25)
+
+
+def test_tensorboard_serves_every_dashboard(tmp_path, small_data_dir):
+    runs = tmp_path / "runs"
+    # "a" has everything on; "b" (another learning rate, histograms off) is the
+    # second row of the HParams comparison.
+    a = TrainConfig(**SMALL, train_steps=8, histogram_every_steps=4, profile_steps=(2, 4))
+    b = TrainConfig(**SMALL, train_steps=4, learning_rate=3e-3, histogram_every_steps=0)
+    results_a = train(a, runs / "a", small_data_dir)
+    train(b, runs / "b", small_data_dir)
+
+    assert list((runs / "a/summaries/train/plugins/profile").glob("*/*.xplane.pb"))
+    assert not (runs / "b/summaries/train/plugins").exists()
+
+    with tensorboard(runs, tmp_path / "tensorboard.log") as fetch:
+        expected_runs = {f"{r}/summaries/{s}" for r in "ab"
+                         for s in ("train", "validation", "test", "hparams")}
+        scalars = poll(fetch, "/data/plugin/scalars/tags",
+                       lambda tags: expected_runs <= set(tags))
+        for run in "ab":
+            assert set(scalars[f"{run}/summaries/train"]) == {
+                "loss", "accuracy", "learning_rate", "examples_per_second"}
+            assert set(scalars[f"{run}/summaries/validation"]) == {"loss", "accuracy"}
+            assert set(scalars[f"{run}/summaries/test"]) == {"loss", "accuracy"}
+            assert set(scalars[f"{run}/summaries/hparams"]) == {
+                "test_accuracy", "test_loss", "validation_accuracy", "validation_loss"}
+
+        image_tags = fetch("/data/plugin/images/tags")
+        assert set(image_tags["a/summaries/test"]) == {"confusion_matrix", "misclassified"}
+        query = urllib.parse.urlencode({"run": "a/summaries/test", "tag": "confusion_matrix"})
+        [entry] = fetch(f"/data/plugin/images/images?{query}")
+        assert entry["step"] == 8
+        png = fetch(f"/data/plugin/images/individualImage?{entry['query']}", raw=True)
+        assert Image.open(io.BytesIO(png)).size == (388, 388)  # 10x10 cells and margins.
+
+        histograms = fetch("/data/plugin/histograms/tags")
+        assert set(histograms) == {"a/summaries/train"}  # "b" turned them off.
+        assert set(histograms["a/summaries/train"]) == {
+            f"{kind}/{name}" for kind in ("weights", "gradients") for name in PARAMETERS}
+        query = urllib.parse.urlencode({"run": "a/summaries/train",
+                                        "tag": "gradients/hidden_0/kernel"})
+        assert [step for _, step, _ in fetch(f"/data/plugin/histograms/histograms?{query}")] == [
+            4, 8]
+
+        graphs = fetch("/data/plugin/graphs/info")
+        assert graphs["a/summaries/train"]["run_graph"]
+        query = urllib.parse.urlencode({"run": "a/summaries/train"})
+        graph = fetch(f"/data/plugin/graphs/graph?{query}", raw=True).decode()
+        # The train step: the dense layers' matmuls and Adam's in-place update.
+        assert "MatMul" in graph and "AssignSubVariableOp" in graph
+
+        experiment = fetch("/data/plugin/hparams/experiment", {"experimentName": ""})
+        infos = {info["name"]: info for info in experiment["hparamInfos"]}
+        assert set(infos) == set(TrainConfig().hparams())
+        assert infos["learning_rate"]["differs"] and not infos["hidden_sizes"]["differs"]
+        assert {m["name"]["tag"] for m in experiment["metricInfos"]} == {
+            "test_accuracy", "test_loss", "validation_accuracy", "validation_loss"}
+        groups = fetch("/data/plugin/hparams/session_groups", {
+            "experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
+                                "STATUS_RUNNING"]})
+        by_name = {group["name"]: group for group in groups["sessionGroups"]}
+        assert set(by_name) == {"a/summaries/hparams", "b/summaries/hparams"}  # A row per run.
+        row = by_name["a/summaries/hparams"]
+        assert row["hparams"]["hidden_sizes"] == "16"
+        assert row["hparams"]["learning_rate"] == pytest.approx(1e-3)
+        assert by_name["b/summaries/hparams"]["hparams"]["learning_rate"] == pytest.approx(3e-3)
+        metrics = {m["name"]["tag"]: m for m in row["metricValues"]}
+        assert metrics["test_accuracy"]["value"] == pytest.approx(results_a["test_accuracy"])
+        assert metrics["test_accuracy"]["trainingStep"] == 8
+
+
+def test_images_come_from_the_same_pass_as_the_test_metrics(tmp_path, small_data_dir):
+    import tensorflow as tf
+
+    from mnist_tf import data
+    from mnist_tf.model import MLP
+    from mnist_tf.steps import Metrics, make_eval_step
+
+    splits = data.load_splits(small_data_dir, validation_size=100)
+    model = MLP((16,), seed=0)
+    metrics = Metrics()
+    eval_step = make_eval_step(model, metrics, batch_size=64)
+    evaluation = trainer.evaluate(eval_step, metrics, splits.test, 64, max_mistakes=5)
+
+    assert evaluation.confusion.sum() == splits.num_test == 200  # Padding rows excluded.
+    correct = int(evaluation.confusion.trace())
+    assert evaluation.metrics["accuracy"] == correct / 200
+    wrong_images, labels, predicted = evaluation.mistakes
+    assert wrong_images.shape == (5, 784) and (labels != predicted).all()
+    probabilities = tf.nn.softmax(model(tf.constant(wrong_images))).numpy()
+    assert (probabilities.argmax(axis=1) == predicted).all()
+    assert eval_step.experimental_get_tracing_count() == 1
+    assert set(trainer.evaluation_images(evaluation)) == {"confusion_matrix", "misclassified"}
+    assert trainer.evaluate(eval_step, metrics, splits.test, 64).confusion is None
+
+
+def test_histogram_buckets_match_numpy():
+    import numpy as np
+    import tensorflow as tf
+
+    from mnist_tf.summaries import histogram_buckets
+
+    values = np.random.default_rng(0).normal(size=(784, 64)).astype(np.float32)
+    buckets = histogram_buckets(tf.constant(values)).numpy()
+    counts, edges = np.histogram(values.astype(np.float64), bins=30)
+    assert buckets.shape == (30, 3) and buckets.dtype == np.float64
+    np.testing.assert_allclose(buckets[:, 0], edges[:-1])
+    np.testing.assert_allclose(buckets[:, 1], edges[1:])
+    # The maximum falls in the last, closed bucket; nothing is lost.
+    assert buckets[-1, 1] == values.max() and buckets[:, 2].sum() == values.size
+    np.testing.assert_array_equal(buckets[:, 2], counts)
+
+    with_nan = np.array([1.0, np.nan, 3.0, np.inf, 3.0], np.float32)
+    assert histogram_buckets(tf.constant(with_nan))[:, 2].numpy().sum() == 3
+    constant = histogram_buckets(tf.zeros([5])).numpy()
+    assert constant[:, 2].sum() == 5 and (constant[:, :2] == 0).all()
+    assert (histogram_buckets(tf.constant([np.nan])).numpy() == 0).all()
+
+
+@pytest.mark.parametrize("text, steps", [("", ()), ("100,110", (100, 110)), (" 0, 1 ", (0, 1))])
+def test_parse_profile_steps(text, steps):
+    assert parse_profile_steps(text) == steps
+
+
+@pytest.mark.parametrize("text", ["5", "5,2", "3,3", "-1,4", "a,b", "1,2,3", "1.5,3"])
+def test_parse_profile_steps_rejects(text):
+    with pytest.raises(ConfigError) as info:
+        parse_profile_steps(text)
+    assert info.value.field == "profile_steps"
+    assert str(info.value).startswith("--profile_steps:")
+
+
+def test_new_config_fields_validate_and_round_trip():
+    with pytest.raises(ConfigError, match="--histogram_every_steps"):
+        TrainConfig(histogram_every_steps=-1)
+    with pytest.raises(ConfigError, match="--profile_steps"):
+        TrainConfig(profile_steps=(4, 2))
+    config = TrainConfig(hidden_sizes=(8, 4), profile_steps=(2, 4))
+    assert config.to_dict()["profile_steps"] == [2, 4]
+    # config.json holds a list; reading it back gives an equal config.
+    assert TrainConfig(**{**config.to_dict(), "hidden_sizes": (8, 4)}) == config
+    hparams = config.hparams()
+    assert hparams["hidden_sizes"] == "8,4"
+    assert TrainConfig(hidden_sizes=()).hparams()["hidden_sizes"] == "none"
+    assert all(isinstance(v, (bool, int, float, str)) for v in hparams.values())
+
+
+def test_bad_profile_steps_flag_is_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MNIST_TF_VERBOSE"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_tf.train", "--profile_steps=10,5",
+         f"--workdir={tmp_path / 'w'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: --profile_steps: needs 0 <= START < END, got 10,5 (e.g. 100,110)"]
+    assert not (tmp_path / "w").exists()
