@@ -90,7 +90,6 @@ def make_train_step(
     def train_step(images, labels):
         # Draw the dropout seed outside the tape: it is not differentiable state.
         # The name scopes fold the graph into these blocks in TensorBoard's Graphs tab.
-        # Draw the dropout seed outside the tape: it is not differentiable state.
         with tf.name_scope("dropout_seed"):
             seed = rng.make_seeds(1)[:, 0] if use_dropout else None
         with tf.GradientTape() as tape:
