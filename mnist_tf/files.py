@@ -1,10 +1,12 @@
-"""Small file helpers: the workdir check and atomic JSON writes."""
+"""Small file helpers: the workdir check and atomic writes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 
 from mnist_tf.errors import UserError
 
@@ -41,24 +43,37 @@ def make_readable(path: str) -> None:
     os.chmod(path, 0o666 & ~_umask())
 
 
-def write_json_atomic(path: str | os.PathLike, value) -> None:
-    """Writes `value` as JSON to `path` via a temporary file and a rename.
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
+    """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds.
 
     Readers see either the old file or the complete new one, never a partial
-    write, even if the process dies mid-way.
+    write, even if the process dies mid-way; on an error the temporary file is
+    removed and `path` is untouched.
+
+    Args:
+        path: the file to (re)place.
+        suffix: ending of the temporary name (some writers pick a format by it).
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix,
+                               dir=directory)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(value, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         make_readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, value) -> None:
+    """Writes `value` as JSON to `path` atomically (see `atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())

@@ -7,12 +7,11 @@ Drawn with Pillow (already installed with TensorBoard), returned as uint8
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mnist_tf.files import make_readable
+from mnist_tf.files import atomic_path
 
 _FONT = ImageFont.load_default()
 
@@ -90,15 +89,5 @@ def confusion_matrix_image(matrix: np.ndarray, cell: int = 34) -> np.ndarray:
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Writes a uint8 [H, W, 3] (or [H, W]) image as PNG, atomically (temp file + rename)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".png", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         Image.fromarray(np.asarray(image, np.uint8)).save(tmp, format="PNG")
-        make_readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

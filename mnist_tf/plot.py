@@ -144,11 +144,10 @@ def plot_predictions(predictions, path: str, num_digits: int = 32) -> str:
 
 
 def _save(figure, path: str) -> None:
-    # Save next to the target and rename, so a crash never leaves half a PNG.
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
-                       f".{os.path.basename(path)}.tmp.png")
-    figure.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    from mnist_tf.files import atomic_path
+
+    with atomic_path(path, suffix=".png") as tmp:  # A crash never leaves half a PNG.
+        figure.savefig(tmp, dpi=100)
 
 
 def plot_workdir(workdir: str, checkpoint: str | None = None, data_dir: str | None = None,

@@ -5,8 +5,12 @@ import hashlib
 import io
 import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -42,6 +46,24 @@ def mirror_pickle_bytes(sizes=(60, 20, 30), seed=0) -> bytes:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def run_module(module, *args, cwd=None, timeout=240):
+    """Runs `python -m module args` as a user would (TF's start-up noise filtered)."""
+    env = dict(os.environ)
+    env.pop("MNIST_TF_VERBOSE", None)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def assert_usage_error(result, *fragments):
+    """Exit status 2, exactly one stderr line containing every fragment, no traceback."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="session")

@@ -1,31 +1,18 @@
 """`python -m mnist_tf.train` as a user runs it: flags, flagfiles, errors, resuming."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import assert_usage_error, run_module
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.cfg"))
 
 
 def train(*args, cwd=REPO, timeout=240):
-    env = dict(os.environ)
-    env.pop("MNIST_TF_VERBOSE", None)
-    return subprocess.run([sys.executable, "-m", "mnist_tf.train", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return run_module("mnist_tf.train", *args, cwd=cwd, timeout=timeout)
 
-
-def assert_usage_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.mark.parametrize(

@@ -2,14 +2,12 @@
 
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_usage_error, run_module
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 
@@ -50,19 +48,8 @@ def run_evaluate(workdir, data_dir, **kwargs):
 
 
 def evaluate_cli(*args, timeout=120):
-    env = dict(os.environ)
-    env.pop("MNIST_TF_VERBOSE", None)
-    return subprocess.run([sys.executable, "-m", "mnist_tf.evaluate", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return run_module("mnist_tf.evaluate", *args, timeout=timeout)
 
-
-def assert_usage_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_test_split_reproduces_the_training_runs_metrics(trained, small_data_dir):

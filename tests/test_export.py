@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_usage_error, run_module
 
 from mnist_tf import export, inference, sources, trainer
 from mnist_tf.config import TrainConfig
@@ -86,19 +87,8 @@ def assert_same_predictions(served: dict[str, np.ndarray], expected: np.ndarray)
 
 
 def export_cli(*args, timeout=120):
-    env = dict(os.environ)
-    env.pop("MNIST_TF_VERBOSE", None)
-    return subprocess.run([sys.executable, "-m", "mnist_tf.export", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return run_module("mnist_tf.export", *args, timeout=timeout)
 
-
-def assert_usage_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:

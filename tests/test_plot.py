@@ -47,7 +47,7 @@ def test_writes_curves_and_predictions(workdir, small_data_dir):
         assert image.shape[0] > 200 and image.shape[1] > 400
         assert image.std() > 10  # Something was drawn, not a blank canvas.
     assert any(line.startswith("Wrote ") and line.endswith("curves.png") for line in lines)
-    assert not [p for p in os.listdir(workdir) if p.endswith(".tmp.png")]
+    assert not [p for p in os.listdir(workdir) if p.startswith(".")]
 
 
 def test_workdir_without_summaries_is_a_user_error(tmp_path):
