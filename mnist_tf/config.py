@@ -111,11 +111,14 @@ class TrainConfig:
     eval_batch_size: int = 1000
     histogram_every_steps: int = 500  # 0: no weight/gradient histograms.
     profile_steps: tuple[int, ...] = ()  # (START, END) global steps to profile; (): none.
+    data_on_device: bool = False  # Hold the training split as tensors; index per step.
+    steps_per_call: int = 1  # Optimizer steps per traced call (needs data_on_device).
 
     def __post_init__(self):
         # A config read back from config.json holds a list; keep the frozen
         # dataclass hashable and comparable with the flag-built one.
         object.__setattr__(self, "profile_steps", tuple(self.profile_steps))
+
         def positive(name):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, f"must be positive, got {getattr(self, name)}")
@@ -128,8 +131,11 @@ class TrainConfig:
             if size <= 0:
                 raise ConfigError("hidden_sizes", f"sizes must be positive, got {size}")
         for name in ("batch_size", "epochs", "log_every_steps", "checkpoint_every_steps",
-                     "keep_checkpoints", "eval_batch_size"):
+                     "keep_checkpoints", "eval_batch_size", "steps_per_call"):
             positive(name)
+        if self.steps_per_call > 1 and not self.data_on_device:
+            raise ConfigError("steps_per_call", f"{self.steps_per_call} needs --data_on_device "
+                              "(several steps per call index the training data held as tensors)")
         for name in ("train_steps", "warmup_steps", "weight_decay", "validation_size", "seed",
                      "histogram_every_steps"):
             non_negative(name)

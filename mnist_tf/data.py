@@ -143,6 +143,22 @@ def train_batches(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def materialize(examples: tf.data.Dataset, count: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Returns all `count` (image, label) examples as two tensors [count, 784] and [count]."""
+    images, labels = next(iter(examples.batch(count)))
+    return images, labels
+
+
+def epoch_order(num_examples: int, seed: int, epoch: int) -> tf.Tensor:
+    """The order of epoch `epoch` for data held as tensors: int32 [num_examples].
+
+    A stateless shuffle keyed by (seed, epoch), so, like `train_batches`, each
+    epoch has its own order and a resumed run can rebuild it.
+    """
+    noise = tf.random.stateless_uniform([num_examples], seed=[seed, epoch])
+    return tf.cast(tf.argsort(noise), tf.int32)
+
+
 def eval_batches(examples: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
     """Returns (images, labels, mask) batches, the last one padded to `batch_size`."""
 

@@ -83,6 +83,16 @@ def make_train_step(
         gradients Adam just applied, one per `model.parameters()` entry. Its
         fixed input signature means it is traced exactly once.
     """
+    train_step = _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay)
+    signature = [
+        tf.TensorSpec([batch_size, NUM_PIXELS], tf.float32, name="images"),
+        tf.TensorSpec([batch_size], tf.int32, name="labels"),
+    ]
+    return tf.function(train_step, input_signature=signature, jit_compile=jit_compile)
+
+
+def _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay):
+    """The Python body of one training step, shared by both traced forms."""
     parameters = model.parameters()
     kernels = model.kernels()
     use_dropout = model.dropout > 0.0
@@ -111,11 +121,62 @@ def make_train_step(
         # bit-exact resumption.
         return loss, gradients
 
+    return train_step
+
+
+def make_train_loop(
+    model: MLP,
+    optimizer: Adam,
+    schedule,
+    rng: tf.random.Generator,
+    metrics: Metrics,
+    batch_size: int,
+    images: tf.Tensor,
+    labels: tf.Tensor,
+    weight_decay: float = 0.0,
+    jit_compile: bool = False,
+) -> tf.types.experimental.PolymorphicFunction:
+    """Builds a traced loop of training steps over data held as tensors.
+
+    Each call runs `count` optimizer steps of the same step body as
+    `make_train_step`, gathering batch `first_batch + i` of `order`; Python and
+    dispatch overhead is paid once per call instead of once per step, and with
+    `jit_compile` XLA compiles the whole loop.
+
+    Args:
+        model: the model; its `parameters()` are trained.
+        optimizer: Adam holding the slots for those parameters.
+        schedule: maps the int64 step to the float32 learning rate.
+        rng: dropout seeds are drawn from it (it is checkpointed).
+        metrics: training-loss/accuracy accumulators.
+        batch_size: examples per step.
+        images: float32 [N, 784], the whole training split.
+        labels: int32 [N].
+        weight_decay: L2 coefficient on the kernels.
+        jit_compile: compile the loop with XLA.
+
+    Returns:
+        A `tf.function` taking (order int32 [N], first_batch int32 scalar,
+        count int32 scalar) and returning the last step's `(loss, gradients)`.
+        Every argument is a tensor of fixed shape, so it is traced once.
+    """
+    train_step = _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay)
+    num_examples = int(images.shape[0])
+    zero_gradients = [tf.zeros_like(p) for p in model.parameters()]
+
+    def train_loop(order, first_batch, count):
+        loss, gradients = tf.constant(0.0), zero_gradients
+        for i in tf.range(count):
+            index = tf.slice(order, [(first_batch + i) * batch_size], [batch_size])
+            loss, gradients = train_step(tf.gather(images, index), tf.gather(labels, index))
+        return loss, gradients
+
     signature = [
-        tf.TensorSpec([batch_size, NUM_PIXELS], tf.float32, name="images"),
-        tf.TensorSpec([batch_size], tf.int32, name="labels"),
+        tf.TensorSpec([num_examples], tf.int32, name="order"),
+        tf.TensorSpec([], tf.int32, name="first_batch"),
+        tf.TensorSpec([], tf.int32, name="count"),
     ]
-    return tf.function(train_step, input_signature=signature, jit_compile=jit_compile)
+    return tf.function(train_loop, input_signature=signature, jit_compile=jit_compile)
 
 
 def make_eval_step(

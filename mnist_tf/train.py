@@ -71,6 +71,13 @@ def define_train_flags() -> None:
                          "Steps between TensorBoard histograms of every weight and of the "
                          "gradients applied at that step (weights/<layer>/kernel, "
                          "gradients/<layer>/kernel, ...; also at the last step). 0: none.")
+    flags.DEFINE_boolean("data_on_device", _DEFAULTS.data_on_device,
+                         "Hold the training split as tensors (on the GPU if there is one) and "
+                         "index each batch from them instead of streaming tf.data batches; "
+                         "each epoch's order is a stateless shuffle of (seed, epoch).")
+    flags.DEFINE_integer("steps_per_call", _DEFAULTS.steps_per_call,
+                         "Optimizer steps per traced call (needs --data_on_device); calls "
+                         "stop early wherever a log line, checkpoint or epoch end is due.")
     flags.DEFINE_string("profile_steps", "",
                         "START,END: run TensorFlow's profiler while the global step (as in "
                         "the progress lines) goes from START to END, i.e. over END-START "
@@ -105,6 +112,8 @@ def config_from_flags() -> TrainConfig:
         eval_batch_size=FLAGS.eval_batch_size,
         histogram_every_steps=FLAGS.histogram_every_steps,
         profile_steps=parse_profile_steps(FLAGS.profile_steps),
+        data_on_device=FLAGS.data_on_device,
+        steps_per_call=FLAGS.steps_per_call,
     )
 
 

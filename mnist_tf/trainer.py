@@ -29,7 +29,7 @@ from mnist_tf.errors import UserError
 from mnist_tf.model import MLP, params_sha256
 from mnist_tf.optimizers import Adam
 from mnist_tf.schedules import make_schedule
-from mnist_tf.steps import Metrics, make_eval_step, make_train_step
+from mnist_tf.steps import Metrics, make_eval_step, make_train_loop, make_train_step
 from mnist_tf.summaries import ProfilerWindow, SummaryWriters
 
 CONFIG_FILE = "config.json"
@@ -171,6 +171,24 @@ def _format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def next_stop(step: int, epoch_end: int, config: TrainConfig) -> int:
+    """Where the next traced call should stop: at most `steps_per_call` steps on.
+
+    Never past the epoch's end, nor past the next multiple of the log,
+    checkpoint or histogram interval, nor across a profiler window's edge.
+    """
+    stop = min(epoch_end, step + config.steps_per_call)
+    intervals = (config.log_every_steps, config.checkpoint_every_steps,
+                 config.histogram_every_steps)
+    for every in intervals:
+        if every:
+            stop = min(stop, (step // every + 1) * every)
+    for edge in config.profile_steps:
+        if step < edge:
+            stop = min(stop, edge)
+    return stop
+
+
 def _format_rate(rate: float | None) -> str:
     return "n/a" if rate is None else f"{rate:,.0f}"
 
@@ -240,13 +258,21 @@ def train_and_evaluate(
     schedule = make_schedule(config.lr_schedule, config.learning_rate, config.warmup_steps,
                              total_steps)
     train_metrics, eval_metrics = Metrics(name="train_metrics"), Metrics(name="eval_metrics")
-    train_step = make_train_step(model, optimizer, schedule, rng, train_metrics,
-                                 config.batch_size, config.weight_decay, config.jit_compile)
+    if config.data_on_device:
+        # The whole (small) training split as tensors, indexed per step: no
+        # per-step tf.data hand-off, and several steps per traced call.
+        train_images, train_labels = data.materialize(splits.train, splits.num_train)
+        train_fn = make_train_loop(model, optimizer, schedule, rng, train_metrics,
+                                   config.batch_size, train_images, train_labels,
+                                   config.weight_decay, config.jit_compile)
+    else:
+        train_fn = make_train_step(model, optimizer, schedule, rng, train_metrics,
+                                   config.batch_size, config.weight_decay, config.jit_compile)
     eval_step = make_eval_step(model, eval_metrics, config.eval_batch_size, config.jit_compile)
     writers = SummaryWriters(workdir)
     # The train step's graph, for TensorBoard's Graphs tab. The input signature
     # is fixed, so this is the one trace the first call would otherwise do.
-    writers.graph("train", train_step.get_concrete_function().graph)
+    writers.graph("train", train_fn.get_concrete_function().graph)
     # One HParams row per workdir (see SummaryWriters.hparams); the final
     # metrics are added to the same run at the end.
     writers.hparams(config.hparams())
@@ -282,12 +308,26 @@ def train_and_evaluate(
     try:
         while step < total_steps:
             epoch, offset = divmod(step, steps_per_epoch)
-            batches = data.train_batches(splits.train, splits.num_train, config.batch_size,
-                                         config.seed, epoch, skip_batches=offset)
-            for batch_images, labels in batches:
+            epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
+            if config.data_on_device:
+                order = data.epoch_order(splits.num_train, config.seed, epoch)
+            else:
+                batches = iter(data.train_batches(splits.train, splits.num_train,
+                                                  config.batch_size, config.seed, epoch,
+                                                  skip_batches=offset))
+            while step < epoch_end:
+                # Each call ends exactly where something is due (a log line, a
+                # checkpoint, histograms, the profiler, the epoch's end), so the
+                # `step % every == 0` checks below see every event.
+                stop = next_stop(step, epoch_end, config)
                 profiler.before_step(step)
-                _, gradients = train_step(batch_images, labels)
-                step += 1
+                if config.data_on_device:
+                    first = step - epoch * steps_per_epoch
+                    _, gradients = train_fn(order, tf.constant(first, tf.int32),
+                                            tf.constant(stop - step, tf.int32))
+                else:
+                    _, gradients = train_fn(*next(batches))
+                step = stop
                 profiler.after_step(step)
                 if step % config.log_every_steps == 0 or step == total_steps:
                     metrics = train_metrics.result()  # Syncs with the device.
@@ -330,8 +370,6 @@ def train_and_evaluate(
                     interval_start, interval_step = time.perf_counter(), step
                 else:
                     interval_start += time.perf_counter() - pause_start
-                if step >= total_steps:
-                    break
     finally:
         # Also on errors and when the window reaches past the last step: a
         # profiler left running would keep collecting and refuse the next start.

@@ -148,3 +148,65 @@ def test_restore_refuses_a_checkpoint_missing_optimizer_state(tmp_path):
 def test_batch_larger_than_training_set(tmp_path, small_data_dir):
     with pytest.raises(ConfigError, match="--batch_size"):
         run(TrainConfig(**{**SMALL, "batch_size": 1000}), tmp_path, small_data_dir)
+
+
+FAST = dict(SMALL, data_on_device=True, deterministic=True, dropout=0.3, seed=2)
+
+
+def test_data_on_device_trains_and_traces_its_loop_once(tmp_path, small_data_dir, monkeypatch):
+    made = {}
+    original = trainer.make_train_loop
+
+    def keep(*args, **kwargs):
+        made["loop"] = original(*args, **kwargs)
+        return made["loop"]
+
+    monkeypatch.setattr(trainer, "make_train_loop", keep)
+    results, lines = run(TrainConfig(**{**FAST, "epochs": 4}, steps_per_call=6,
+                                     learning_rate=3e-3), tmp_path, small_data_dir)
+    assert made["loop"].experimental_get_tracing_count() == 1
+    assert results["test_accuracy"] > 0.9
+    assert results["global_step"] == 4 * (500 // 32)
+    # Calls stop at every log interval (5), so every progress line is printed.
+    assert [line.split("|")[0].strip() for line in lines if line.startswith("step ")] == [
+        f"step {s}/60" for s in (5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60)]
+
+
+def test_steps_per_call_does_not_change_the_result(tmp_path, small_data_dir):
+    # Several steps per call is the same arithmetic as one step per call.
+    one, _ = run(TrainConfig(**FAST, steps_per_call=1), tmp_path / "one", small_data_dir)
+    many, _ = run(TrainConfig(**FAST, steps_per_call=7, jit_compile=False), tmp_path / "many",
+                  small_data_dir)
+    assert one["params_sha256"] == many["params_sha256"]
+
+
+def test_data_on_device_resumes_exactly(tmp_path, small_data_dir):
+    config = dict(FAST, steps_per_call=4)
+    straight, _ = run(TrainConfig(**config, train_steps=41), tmp_path / "straight",
+                      small_data_dir)
+    run(TrainConfig(**config, train_steps=23), tmp_path / "resumed", small_data_dir)
+    resumed, _ = run(TrainConfig(**config, train_steps=41), tmp_path / "resumed",
+                     small_data_dir)
+    assert resumed["params_sha256"] == straight["params_sha256"]
+
+
+def test_data_on_device_with_xla(tmp_path, small_data_dir):
+    results, _ = run(TrainConfig(**{**FAST, "epochs": 3}, steps_per_call=10, jit_compile=True,
+                                 learning_rate=3e-3), tmp_path, small_data_dir)
+    assert results["test_accuracy"] > 0.8
+
+
+def test_steps_per_call_needs_data_on_device():
+    with pytest.raises(ConfigError, match="--steps_per_call: 4 needs --data_on_device"):
+        TrainConfig(steps_per_call=4)
+
+
+def test_next_stop_respects_every_boundary():
+    config = TrainConfig(steps_per_call=50, data_on_device=True, log_every_steps=100,
+                         checkpoint_every_steps=1000, histogram_every_steps=0,
+                         profile_steps=(130, 140))
+    assert trainer.next_stop(0, 429, config) == 50
+    assert trainer.next_stop(80, 429, config) == 100
+    assert trainer.next_stop(100, 429, config) == 130
+    assert trainer.next_stop(130, 429, config) == 140
+    assert trainer.next_stop(400, 429, config) == 429
