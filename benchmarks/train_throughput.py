@@ -32,9 +32,11 @@ flags.DEFINE_string("hidden_sizes", "256,128", "Hidden layer widths.")
 flags.DEFINE_integer("batch_size", 128, "Batch size (both trainers).")
 flags.DEFINE_enum("precision", "float32", ["float32"], "Compute precision.")
 flags.DEFINE_boolean("jit_compile", False, "Compile mnist_tf's step with XLA.")
-flags.DEFINE_enum("pipeline", "tfdata", ["tfdata", "memory"],
+flags.DEFINE_enum("pipeline", "tfdata", ["tfdata", "device"],
                   "tfdata: the trainer's tf.data pipeline (cache, shuffle, batch, "
-                  "prefetch); memory: pre-built batches, the step alone.")
+                  "prefetch), one step per call; device: the trainer's --data_on_device "
+                  "loop (data held as tensors, --steps_per_call steps per call).")
+flags.DEFINE_integer("steps_per_call", 50, "Steps per call with --pipeline=device.")
 flags.DEFINE_integer("repeats", 3, "Timed epochs (the median is reported).")
 flags.DEFINE_integer("examples", 60000, "Examples per epoch.")
 flags.DEFINE_boolean("keras", True, "Also measure Keras model.fit (the reference).")
@@ -52,7 +54,8 @@ def step_flops(hidden_sizes, batch_size: int) -> int:
     return forward + weight_grads + input_grads
 
 
-def measure_mnist_tf(images, labels, hidden_sizes, batch_size, jit_compile, pipeline, repeats):
+def measure_mnist_tf(images, labels, hidden_sizes, batch_size, jit_compile, pipeline, repeats,
+                     steps_per_call=1):
     """Returns the per-epoch seconds of mnist_tf's train step (burn-in epoch excluded)."""
     import tensorflow as tf
 
@@ -60,32 +63,38 @@ def measure_mnist_tf(images, labels, hidden_sizes, batch_size, jit_compile, pipe
     from mnist_tf.model import MLP
     from mnist_tf.optimizers import Adam
     from mnist_tf.schedules import Constant
-    from mnist_tf.steps import Metrics, make_train_step
+    from mnist_tf.steps import Metrics, make_train_loop, make_train_step
 
     model = MLP(hidden_sizes, seed=0)
     optimizer = Adam(model.parameters())
     rng = tf.random.Generator.from_seed(1)
-    train_step = make_train_step(model, optimizer, Constant(1e-3), rng, Metrics(),
-                                 batch_size, jit_compile=jit_compile)
     num = len(labels) // batch_size * batch_size
+    uint8_images = (images[:num] * 255).round().astype("uint8").reshape(-1, 28, 28, 1)
+    cached = data.from_arrays(uint8_images, labels[:num])
     if pipeline == "tfdata":
-        cached = data.from_arrays((images[:num] * 255).round().astype("uint8")
-                                  .reshape(-1, 28, 28, 1), labels[:num])
+        train_step = make_train_step(model, optimizer, Constant(1e-3), rng, Metrics(),
+                                     batch_size, jit_compile=jit_compile)
 
-        def batches(epoch):
-            return data.train_batches(cached, num, batch_size, seed=0, epoch=epoch)
+        def run_epoch(epoch):
+            for x, y in data.train_batches(cached, num, batch_size, seed=0, epoch=epoch):
+                train_step(x, y)
     else:
-        fixed = [(tf.constant(images[i:i + batch_size]), tf.constant(labels[i:i + batch_size]))
-                 for i in range(0, num, batch_size)]
+        all_images, all_labels = data.materialize(cached, num)
+        train_loop = make_train_loop(model, optimizer, Constant(1e-3), rng, Metrics(),
+                                     batch_size, all_images, all_labels,
+                                     jit_compile=jit_compile)
+        steps = num // batch_size
 
-        def batches(epoch):
-            return fixed
+        def run_epoch(epoch):
+            order = data.epoch_order(num, 0, epoch)
+            for first in range(0, steps, steps_per_call):
+                count = min(steps_per_call, steps - first)
+                train_loop(order, tf.constant(first, tf.int32), tf.constant(count, tf.int32))
 
     times = []
     for epoch in range(repeats + 1):
         start = time.perf_counter()
-        for x, y in batches(epoch):
-            train_step(x, y)
+        run_epoch(epoch)
         optimizer.step.numpy()  # Wait for the last step before reading the clock.
         if epoch > 0:  # Epoch 0 traces, fills the cache and warms up.
             times.append(time.perf_counter() - start)
@@ -135,7 +144,8 @@ def main(argv):
     images, labels = images[:FLAGS.examples], labels[:FLAGS.examples]
     matmul = common.matmul_gflops()
     ours, num = measure_mnist_tf(images, labels, hidden_sizes, FLAGS.batch_size,
-                                 FLAGS.jit_compile, FLAGS.pipeline, FLAGS.repeats)
+                                 FLAGS.jit_compile, FLAGS.pipeline, FLAGS.repeats,
+                                 FLAGS.steps_per_call)
     ours_rate = common.median_rate(num, ours)
     flops = step_flops(hidden_sizes, FLAGS.batch_size)
     step_gflops = ours_rate / FLAGS.batch_size * flops / 1e9
@@ -143,7 +153,8 @@ def main(argv):
         "benchmark": "train_throughput",
         "hidden_sizes": list(hidden_sizes), "batch_size": FLAGS.batch_size,
         "precision": FLAGS.precision, "jit_compile": FLAGS.jit_compile,
-        "pipeline": FLAGS.pipeline, "data": data_kind, "repeats": FLAGS.repeats,
+        "pipeline": FLAGS.pipeline, "steps_per_call": FLAGS.steps_per_call,
+        "data": data_kind, "repeats": FLAGS.repeats,
         "examples_per_second": round(ours_rate, 1),
         "step_flops": flops,
         "step_gflops": round(step_gflops, 2),
@@ -154,7 +165,9 @@ def main(argv):
     rows = [
         ("config", f"hidden {list(hidden_sizes)}, batch {FLAGS.batch_size}, "
                    f"{FLAGS.precision}, jit_compile={FLAGS.jit_compile}, "
-                   f"pipeline={FLAGS.pipeline}, data={data_kind}"),
+                   f"pipeline={FLAGS.pipeline}"
+                   + (f" ({FLAGS.steps_per_call} steps/call)" if FLAGS.pipeline == "device"
+                      else "") + f", data={data_kind}"),
         ("device", result["device"]),
         ("machine fp32 matmul", f"{matmul:,.1f} GFLOP/s (2048^3, median)"),
         ("mnist_tf", f"{ours_rate:,.0f} examples/s (median of {FLAGS.repeats} epochs)"),
