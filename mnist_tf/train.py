@@ -71,6 +71,9 @@ def define_train_flags() -> None:
                          "Steps between TensorBoard histograms of every weight and of the "
                          "gradients applied at that step (weights/<layer>/kernel, "
                          "gradients/<layer>/kernel, ...; also at the last step). 0: none.")
+    flags.DEFINE_boolean("plot", False,
+                         "After training, write curves.png and predictions.png into the "
+                         "workdir (python -m mnist_tf.plot; needs matplotlib).")
     flags.DEFINE_boolean("data_on_device", _DEFAULTS.data_on_device,
                          "Hold the training split as tensors (on the GPU if there is one) and "
                          "index each batch from them instead of streaming tf.data batches; "
@@ -132,10 +135,17 @@ def main(argv: list[str]) -> None:
         cli.import_tensorflow_quietly()
         from mnist_tf import trainer
 
+        if FLAGS.plot:
+            from mnist_tf import plot
+
+            plot.import_pyplot()  # A missing matplotlib is reported before training.
         trainer.train_and_evaluate(
             config, FLAGS.workdir, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
             allow_download=FLAGS.download, process_start=_PROCESS_START,
         )
+        if FLAGS.plot:
+            plot.plot_workdir(FLAGS.workdir, data_dir=FLAGS.data_dir,
+                              allow_download=FLAGS.download)
     except UserError as e:
         cli.fail(str(e))
     except KeyboardInterrupt:

@@ -73,12 +73,13 @@ def test_train_then_resume_from_the_command_line(tmp_path, small_data_dir):
     common = [f"--flagfile={REPO / 'configs' / 'default.cfg'}", f"--workdir={workdir}",
               f"--data_dir={small_data_dir}", "--nodownload", "--hidden_sizes=32",
               "--batch_size=50", "--validation_size=100", "--log_every_steps=4"]
-    first = train(*common, "--train_steps=12")
+    first = train(*common, "--train_steps=12", "--plot")
     assert first.returncode == 0, first.stderr
     out = first.stdout
     assert "Data: prepared TFDS mnist/3.0.1 found in" in out
     assert "step 4/12 | epoch 0.40 | loss" in out
     assert "Done: step 12" in out
+    assert (workdir / "curves.png").exists() and (workdir / "predictions.png").exists()
     # TensorFlow's C++ start-up noise is suppressed.
     assert "cuInit" not in first.stderr and "oneDNN" not in first.stderr
     results = json.loads((workdir / "results.json").read_text())
