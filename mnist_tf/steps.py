@@ -163,12 +163,19 @@ def make_train_loop(
     train_step = _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay)
     num_examples = int(images.shape[0])
     zero_gradients = [tf.zeros_like(p) for p in model.parameters()]
+    positions = tf.range(batch_size, dtype=tf.int32)
 
     def train_loop(order, first_batch, count):
         loss, gradients = tf.constant(0.0), zero_gradients
-        for i in tf.range(count):
-            index = tf.slice(order, [(first_batch + i) * batch_size], [batch_size])
+        i = tf.constant(0, tf.int32)
+        # A plain while loop: `tf.range(count)` would make XLA want `count` as
+        # a compile-time constant (one compilation per distinct count).
+        while i < count:
+            # A gather, not tf.slice: XLA treats a slice's start as a compile-time
+            # constant and would recompile for every new `first_batch`.
+            index = tf.gather(order, (first_batch + i) * batch_size + positions)
             loss, gradients = train_step(tf.gather(images, index), tf.gather(labels, index))
+            i += 1
         return loss, gradients
 
     signature = [
