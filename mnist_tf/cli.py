@@ -58,6 +58,21 @@ def import_tensorflow_quietly():
     return tf
 
 
+def define_data_flags() -> None:
+    """Defines --data_dir, --manual_dir and --download (see mnist_tf.sources).
+
+    Called only from entry points' define_*_flags functions.
+    """
+    flags.DEFINE_string("data_dir", None,
+                        "TFDS data directory (default: $TFDS_DATA_DIR, else TFDS's default).")
+    flags.DEFINE_string("manual_dir", None,
+                        "Directory holding the four official MNIST IDX .gz files, used when "
+                        "no prepared copy exists and TFDS cannot download.")
+    flags.DEFINE_boolean("download", True,
+                         "Allow TFDS's own download (tried only if its host answers a quick "
+                         "probe).")
+
+
 def fail(message: str) -> None:
     """Prints `error: message` on one line to stderr and exits with status 2."""
     print(f"error: {message}", file=sys.stderr)

@@ -194,14 +194,7 @@ def define_evaluate_flags() -> None:
                         "(default: the workdir's latest).")
     flags.DEFINE_enum("split", "test", SPLITS,
                       "Split to evaluate; validation is carved as the training run did.")
-    flags.DEFINE_string("data_dir", None,
-                        "TFDS data directory (default: $TFDS_DATA_DIR, else TFDS's default).")
-    flags.DEFINE_string("manual_dir", None,
-                        "Directory holding the four official MNIST IDX .gz files, used when "
-                        "no prepared copy exists and TFDS cannot download.")
-    flags.DEFINE_boolean("download", True,
-                         "Allow TFDS's own download (tried only if its host answers a quick "
-                         "probe).")
+    cli.define_data_flags()
     flags.mark_flag_as_required("workdir")
 
 

@@ -8,7 +8,7 @@ We use the paper's "more efficient" ordering (end of Section 2): the bias
 corrections are folded into the step size,
     alpha_t = alpha * sqrt(1 - beta_2^t) / (1 - beta_1^t),
     theta_t = theta_{t-1} - alpha_t * m_t / (sqrt(v_t) + epsilon_hat),
-which is also what `tf.keras.optimizers.Adam` computes, so the two agree to
+which is also what Keras' Adam optimizer computes, so the two agree to
 float32 round-off. epsilon defaults to Keras' 1e-7 (the paper's is 1e-8).
 """
 

@@ -26,14 +26,7 @@ def define_train_flags() -> None:
     flags.DEFINE_string("workdir", "runs/default",
                         "Directory for checkpoints, summaries and results.json. A workdir "
                         "with a checkpoint is resumed.")
-    flags.DEFINE_string("data_dir", None,
-                        "TFDS data directory (default: $TFDS_DATA_DIR, else TFDS's default).")
-    flags.DEFINE_string("manual_dir", None,
-                        "Directory holding the four official MNIST IDX .gz files, used when "
-                        "no prepared copy exists and TFDS cannot download.")
-    flags.DEFINE_boolean("download", True,
-                         "Allow TFDS's own download (tried only if its host answers a quick "
-                         "probe).")
+    cli.define_data_flags()
     flags.DEFINE_string("hidden_sizes", ",".join(map(str, _DEFAULTS.hidden_sizes)),
                         "Comma-separated hidden layer widths, e.g. 512,256.")
     flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Training batch size.")
