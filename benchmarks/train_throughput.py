@@ -31,6 +31,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("hidden_sizes", "256,128", "Hidden layer widths.")
 flags.DEFINE_integer("batch_size", 128, "Batch size (both trainers).")
 flags.DEFINE_enum("precision", "float32", ["float32"], "Compute precision.")
+flags.DEFINE_float("dropout", 0.0, "Dropout rate of mnist_tf's hidden layers (Keras: same).")
 flags.DEFINE_boolean("jit_compile", False, "Compile mnist_tf's step with XLA.")
 flags.DEFINE_enum("pipeline", "tfdata", ["tfdata", "device"],
                   "tfdata: the trainer's tf.data pipeline (cache, shuffle, batch, "
@@ -55,7 +56,7 @@ def step_flops(hidden_sizes, batch_size: int) -> int:
 
 
 def measure_mnist_tf(images, labels, hidden_sizes, batch_size, jit_compile, pipeline, repeats,
-                     steps_per_call=1):
+                     steps_per_call=1, dropout=0.0):
     """Returns the per-epoch seconds of mnist_tf's train step (burn-in epoch excluded)."""
     import tensorflow as tf
 
@@ -65,7 +66,7 @@ def measure_mnist_tf(images, labels, hidden_sizes, batch_size, jit_compile, pipe
     from mnist_tf.schedules import Constant
     from mnist_tf.steps import Metrics, make_train_loop, make_train_step
 
-    model = MLP(hidden_sizes, seed=0)
+    model = MLP(hidden_sizes, seed=0, dropout=dropout)
     optimizer = Adam(model.parameters())
     rng = tf.random.Generator.from_seed(1)
     num = len(labels) // batch_size * batch_size
@@ -101,12 +102,15 @@ def measure_mnist_tf(images, labels, hidden_sizes, batch_size, jit_compile, pipe
     return times, num
 
 
-def measure_keras(images, labels, hidden_sizes, batch_size, repeats):
+def measure_keras(images, labels, hidden_sizes, batch_size, repeats, dropout=0.0):
     """Returns the per-epoch seconds of Keras model.fit (first epoch excluded)."""
     import tensorflow as tf
 
     layers = [tf.keras.Input((784,))]
-    layers += [tf.keras.layers.Dense(h, activation="relu") for h in hidden_sizes]
+    for h in hidden_sizes:
+        layers.append(tf.keras.layers.Dense(h, activation="relu"))
+        if dropout:
+            layers.append(tf.keras.layers.Dropout(dropout))
     layers += [tf.keras.layers.Dense(10)]
     model = tf.keras.Sequential(layers)
     model.compile(optimizer=tf.keras.optimizers.Adam(1e-3),
@@ -145,14 +149,14 @@ def main(argv):
     matmul = common.matmul_gflops()
     ours, num = measure_mnist_tf(images, labels, hidden_sizes, FLAGS.batch_size,
                                  FLAGS.jit_compile, FLAGS.pipeline, FLAGS.repeats,
-                                 FLAGS.steps_per_call)
+                                 FLAGS.steps_per_call, FLAGS.dropout)
     ours_rate = common.median_rate(num, ours)
     flops = step_flops(hidden_sizes, FLAGS.batch_size)
     step_gflops = ours_rate / FLAGS.batch_size * flops / 1e9
     result = {
         "benchmark": "train_throughput",
         "hidden_sizes": list(hidden_sizes), "batch_size": FLAGS.batch_size,
-        "precision": FLAGS.precision, "jit_compile": FLAGS.jit_compile,
+        "precision": FLAGS.precision, "dropout": FLAGS.dropout, "jit_compile": FLAGS.jit_compile,
         "pipeline": FLAGS.pipeline, "steps_per_call": FLAGS.steps_per_call,
         "data": data_kind, "repeats": FLAGS.repeats,
         "examples_per_second": round(ours_rate, 1),
@@ -164,7 +168,7 @@ def main(argv):
     }
     rows = [
         ("config", f"hidden {list(hidden_sizes)}, batch {FLAGS.batch_size}, "
-                   f"{FLAGS.precision}, jit_compile={FLAGS.jit_compile}, "
+                   f"{FLAGS.precision}, dropout {FLAGS.dropout}, jit_compile={FLAGS.jit_compile}, "
                    f"pipeline={FLAGS.pipeline}"
                    + (f" ({FLAGS.steps_per_call} steps/call)" if FLAGS.pipeline == "device"
                       else "") + f", data={data_kind}"),
@@ -176,7 +180,7 @@ def main(argv):
     ]
     if FLAGS.keras:
         keras_times, keras_num = measure_keras(images, labels, hidden_sizes, FLAGS.batch_size,
-                                               FLAGS.repeats)
+                                               FLAGS.repeats, FLAGS.dropout)
         keras_rate = common.median_rate(keras_num, keras_times)
         result["keras_fit_examples_per_second"] = round(keras_rate, 1)
         result["speedup_vs_keras_fit"] = round(ours_rate / keras_rate, 3)

@@ -13,7 +13,8 @@ LR_SCHEDULES = ("constant", "cosine")
 # batch size of evaluation) would only add columns.
 HPARAM_FIELDS = ("hidden_sizes", "batch_size", "epochs", "train_steps", "learning_rate",
                  "lr_schedule", "warmup_steps", "weight_decay", "dropout", "validation_size",
-                 "seed", "deterministic", "jit_compile")
+                 "seed", "deterministic", "jit_compile", "augment_rotation_degrees",
+                 "augment_scale", "augment_shift_pixels")
 
 
 class ConfigError(UserError):
@@ -113,6 +114,14 @@ class TrainConfig:
     profile_steps: tuple[int, ...] = ()  # (START, END) global steps to profile; (): none.
     data_on_device: bool = False  # Hold the training split as tensors; index per step.
     steps_per_call: int = 1  # Optimizer steps per traced call (needs data_on_device).
+    # Random affine warps of the training images (mnist_tf/augment.py); all 0: off.
+    augment_rotation_degrees: float = 0.0
+    augment_scale: float = 0.0
+    augment_shift_pixels: float = 0.0
+    # Evaluate every this many steps as well as at each epoch's end (0: epoch ends only).
+    eval_every_steps: int = 0
+    # Stop as soon as an evaluation's test accuracy reaches this (0: train to the end).
+    stop_at_test_accuracy: float = 0.0
 
     def __post_init__(self):
         # A config read back from config.json holds a list; keep the frozen
@@ -124,8 +133,9 @@ class TrainConfig:
                 raise ConfigError(name, f"must be positive, got {getattr(self, name)}")
 
         def non_negative(name):
-            if getattr(self, name) < 0:
-                raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):  # NaN fails both comparisons.
+                raise ConfigError(name, f"must be a finite number >= 0, got {value}")
 
         for size in self.hidden_sizes:
             if size <= 0:
@@ -137,7 +147,8 @@ class TrainConfig:
             raise ConfigError("steps_per_call", f"{self.steps_per_call} needs --data_on_device "
                               "(several steps per call index the training data held as tensors)")
         for name in ("train_steps", "warmup_steps", "weight_decay", "validation_size", "seed",
-                     "histogram_every_steps"):
+                     "histogram_every_steps", "eval_every_steps", "augment_rotation_degrees",
+                     "augment_shift_pixels"):
             non_negative(name)
         _check_profile_steps(self.profile_steps)
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
@@ -149,8 +160,27 @@ class TrainConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.augment_scale < 1.0:  # Also rejects NaN.
+            raise ConfigError("augment_scale", f"must be in [0, 1), got {self.augment_scale}")
+        if self.augment_rotation_degrees > 180.0:
+            raise ConfigError("augment_rotation_degrees",
+                              f"must be at most 180, got {self.augment_rotation_degrees}")
+        if self.augment_shift_pixels > 14.0:
+            raise ConfigError("augment_shift_pixels",
+                              f"must be at most 14 (half the image), got "
+                              f"{self.augment_shift_pixels}")
+        if not 0.0 <= self.stop_at_test_accuracy <= 1.0:
+            raise ConfigError("stop_at_test_accuracy",
+                              f"must be a fraction in [0, 1] (e.g. 0.98), got "
+                              f"{self.stop_at_test_accuracy}")
         if not math.isfinite(self.weight_decay):
             raise ConfigError("weight_decay", f"must be finite, got {self.weight_decay}")
+
+    @property
+    def augments(self) -> bool:
+        """Whether the training images are randomly warped."""
+        return any((self.augment_rotation_degrees, self.augment_scale,
+                    self.augment_shift_pixels))
 
     def to_dict(self) -> dict:
         """Returns the configuration as JSON-ready values."""

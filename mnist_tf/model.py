@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from mnist_tf.data import NUM_CLASSES, NUM_PIXELS
+from mnist_tf.dropout import dropout
 from mnist_tf.layers import Dense
 
 
@@ -16,8 +17,9 @@ class MLP(tf.Module):
 
     Hidden layers use He initialisation (they feed a ReLU), the output layer
     Glorot. Dropout, when enabled, is applied after each hidden ReLU during
-    training only, with stateless ops keyed by a seed the caller passes in, so
-    a run's dropout masks are reproducible and resumable.
+    training only, with masks hashed from a seed the caller passes in
+    (`mnist_tf.dropout`), so a run's dropout masks are reproducible and
+    resumable.
     """
 
     def __init__(
@@ -71,10 +73,10 @@ class MLP(tf.Module):
         for i, layer in enumerate(self.layers[:-1]):
             x = tf.nn.relu(layer(x))
             if use_dropout:
-                # A distinct, reproducible seed per layer; stateless ops keep
-                # the masks a pure function of (seed, layer).
+                # A distinct, reproducible seed per layer: the masks are a pure
+                # function of (seed, layer), whether or not XLA compiles them.
                 layer_seed = seed + tf.constant([0, i + 1], seed.dtype)
-                x = tf.nn.experimental.stateless_dropout(x, self.dropout, seed=layer_seed)
+                x = dropout(x, self.dropout, layer_seed)
         # Softmax and the loss run in float32 whatever the compute dtype.
         return tf.cast(self.layers[-1](x), tf.float32)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from mnist_tf import losses
+from mnist_tf.augment import AffineAugment
 from mnist_tf.data import NUM_PIXELS
 from mnist_tf.model import MLP
 from mnist_tf.optimizers import Adam
@@ -64,8 +65,9 @@ def make_train_step(
     batch_size: int,
     weight_decay: float = 0.0,
     jit_compile: bool = False,
+    augment: AffineAugment | None = None,
 ) -> tf.types.experimental.PolymorphicFunction:
-    """Builds the one traced training step: forward, loss, gradients, Adam.
+    """Builds the one traced training step: (augment,) forward, loss, gradients, Adam.
 
     Args:
         model: the model; its `parameters()` are trained.
@@ -76,6 +78,7 @@ def make_train_step(
         batch_size: static batch size of every call.
         weight_decay: L2 coefficient on the kernels.
         jit_compile: compile the step with XLA.
+        augment: if given, warps each batch with seeds drawn from `rng`.
 
     Returns:
         A `tf.function` taking (images float32 [batch, 784], labels int32
@@ -83,7 +86,7 @@ def make_train_step(
         gradients Adam just applied, one per `model.parameters()` entry. Its
         fixed input signature means it is traced exactly once.
     """
-    train_step = _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay)
+    train_step = _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay, augment)
     signature = [
         tf.TensorSpec([batch_size, NUM_PIXELS], tf.float32, name="images"),
         tf.TensorSpec([batch_size], tf.int32, name="labels"),
@@ -91,7 +94,7 @@ def make_train_step(
     return tf.function(train_step, input_signature=signature, jit_compile=jit_compile)
 
 
-def _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay):
+def _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay, augment):
     """The Python body of one training step, shared by both traced forms."""
     parameters = model.parameters()
     kernels = model.kernels()
@@ -102,6 +105,11 @@ def _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay):
         # Draw the dropout seed outside the tape: it is not differentiable state.
         with tf.name_scope("dropout_seed"):
             seed = rng.make_seeds(1)[:, 0] if use_dropout else None
+        if augment is not None:
+            # Drawn after the dropout seed, so that runs without augmentation
+            # draw exactly the seeds they drew before it existed.
+            with tf.name_scope("augment"):
+                images = augment(images, rng.make_seeds(1)[:, 0])
         with tf.GradientTape() as tape:
             with tf.name_scope("forward"):
                 logits = model(images, training=True, seed=seed)
@@ -136,6 +144,7 @@ def make_train_loop(
     labels: tf.Tensor,
     weight_decay: float = 0.0,
     jit_compile: bool = False,
+    augment: AffineAugment | None = None,
 ) -> tf.types.experimental.PolymorphicFunction:
     """Builds a traced loop of training steps over data held as tensors.
 
@@ -155,13 +164,14 @@ def make_train_loop(
         labels: int32 [N].
         weight_decay: L2 coefficient on the kernels.
         jit_compile: compile the loop with XLA.
+        augment: if given, warps each batch with seeds drawn from `rng`.
 
     Returns:
         A `tf.function` taking (order int32 [N], first_batch int32 scalar,
         count int32 scalar) and returning the last step's `(loss, gradients)`.
         Every argument is a tensor of fixed shape, so it is traced once.
     """
-    train_step = _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay)
+    train_step = _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay, augment)
     num_examples = int(images.shape[0])
     zero_gradients = [tf.zeros_like(p) for p in model.parameters()]
     positions = tf.range(batch_size, dtype=tf.int32)

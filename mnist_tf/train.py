@@ -74,6 +74,23 @@ def define_train_flags() -> None:
     flags.DEFINE_integer("steps_per_call", _DEFAULTS.steps_per_call,
                          "Optimizer steps per traced call (needs --data_on_device); calls "
                          "stop early wherever a log line, checkpoint or epoch end is due.")
+    flags.DEFINE_float("augment_rotation_degrees", _DEFAULTS.augment_rotation_degrees,
+                       "Augmentation: rotate each training image by a random angle in "
+                       "[-this, this] degrees (0: no rotation).")
+    flags.DEFINE_float("augment_scale", _DEFAULTS.augment_scale,
+                       "Augmentation: scale each training image by a random factor in "
+                       "[1-this, 1+this] (0: no scaling).")
+    flags.DEFINE_float("augment_shift_pixels", _DEFAULTS.augment_shift_pixels,
+                       "Augmentation: shift each training image by a random offset in "
+                       "[-this, this] pixels in x and y (0: no shift). With all three 0 the "
+                       "images are not augmented.")
+    flags.DEFINE_integer("eval_every_steps", _DEFAULTS.eval_every_steps,
+                         "Also evaluate (validation and test) every this many steps; "
+                         "0: only at the end of each epoch.")
+    flags.DEFINE_float("stop_at_test_accuracy", _DEFAULTS.stop_at_test_accuracy,
+                       "Stop as soon as an evaluation's test accuracy reaches this fraction "
+                       "(e.g. 0.98) and record when in results.json (target_reached); for "
+                       "time-to-accuracy benchmarks. 0: train to the end.")
     flags.DEFINE_string("profile_steps", "",
                         "START,END: run TensorFlow's profiler while the global step (as in "
                         "the progress lines) goes from START to END, i.e. over END-START "
@@ -110,6 +127,11 @@ def config_from_flags() -> TrainConfig:
         profile_steps=parse_profile_steps(FLAGS.profile_steps),
         data_on_device=FLAGS.data_on_device,
         steps_per_call=FLAGS.steps_per_call,
+        augment_rotation_degrees=FLAGS.augment_rotation_degrees,
+        augment_scale=FLAGS.augment_scale,
+        augment_shift_pixels=FLAGS.augment_shift_pixels,
+        eval_every_steps=FLAGS.eval_every_steps,
+        stop_at_test_accuracy=FLAGS.stop_at_test_accuracy,
     )
 
 

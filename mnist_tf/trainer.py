@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from mnist_tf import analysis, checkpoints, data, files, images, sources
+from mnist_tf.augment import AffineAugment
 from mnist_tf.config import ConfigError, TrainConfig
 from mnist_tf.errors import UserError
 from mnist_tf.model import MLP, params_sha256
@@ -175,11 +176,12 @@ def next_stop(step: int, epoch_end: int, config: TrainConfig) -> int:
     """Where the next traced call should stop: at most `steps_per_call` steps on.
 
     Never past the epoch's end, nor past the next multiple of the log,
-    checkpoint or histogram interval, nor across a profiler window's edge.
+    checkpoint, histogram or evaluation interval, nor across a profiler
+    window's edge.
     """
     stop = min(epoch_end, step + config.steps_per_call)
     intervals = (config.log_every_steps, config.checkpoint_every_steps,
-                 config.histogram_every_steps)
+                 config.histogram_every_steps, config.eval_every_steps)
     for every in intervals:
         if every:
             stop = min(stop, (step // every + 1) * every)
@@ -258,16 +260,21 @@ def train_and_evaluate(
     schedule = make_schedule(config.lr_schedule, config.learning_rate, config.warmup_steps,
                              total_steps)
     train_metrics, eval_metrics = Metrics(name="train_metrics"), Metrics(name="eval_metrics")
+    augment = None
+    if config.augments:
+        augment = AffineAugment(config.augment_rotation_degrees, config.augment_scale,
+                                config.augment_shift_pixels)
     if config.data_on_device:
         # The whole (small) training split as tensors, indexed per step: no
         # per-step tf.data hand-off, and several steps per traced call.
         train_images, train_labels = data.materialize(splits.train, splits.num_train)
         train_fn = make_train_loop(model, optimizer, schedule, rng, train_metrics,
                                    config.batch_size, train_images, train_labels,
-                                   config.weight_decay, config.jit_compile)
+                                   config.weight_decay, config.jit_compile, augment)
     else:
         train_fn = make_train_step(model, optimizer, schedule, rng, train_metrics,
-                                   config.batch_size, config.weight_decay, config.jit_compile)
+                                   config.batch_size, config.weight_decay, config.jit_compile,
+                                   augment)
     eval_step = make_eval_step(model, eval_metrics, config.eval_batch_size, config.jit_compile)
     writers = SummaryWriters(workdir)
     # The train step's graph, for TensorBoard's Graphs tab. The input signature
@@ -305,8 +312,9 @@ def train_and_evaluate(
     train_metrics.reset()
     interval_start, interval_step = time.perf_counter(), step
     saved_step = step if restored else -1
+    target_reached = None  # {"step", "seconds"} once stop_at_test_accuracy is met.
     try:
-        while step < total_steps:
+        while step < total_steps and target_reached is None:
             epoch, offset = divmod(step, steps_per_epoch)
             epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
             if config.data_on_device:
@@ -360,12 +368,24 @@ def train_and_evaluate(
                 if step % config.checkpoint_every_steps == 0 and step != total_steps:
                     manager.save(checkpoint_number=step)
                     saved_step = step
-                if step % steps_per_epoch == 0 or step == total_steps:
+                eval_every = config.eval_every_steps
+                epoch_done = step % steps_per_epoch == 0 or step == total_steps
+                if epoch_done or (eval_every and step % eval_every == 0):
                     evaluations = run_evaluations(step)
                     summary = ", ".join(
                         f"{split} loss {m['loss']:.4f} accuracy {m['accuracy']:.2%}"
                         for split, m in evaluations.items())
-                    log(f"epoch {step / steps_per_epoch:.2f} done (step {step}): {summary}")
+                    what = "done" if epoch_done else "evaluated"
+                    log(f"epoch {step / steps_per_epoch:.2f} {what} (step {step}): {summary}")
+                    target = config.stop_at_test_accuracy
+                    if target and evaluations["test"]["accuracy"] >= target:
+                        now = time.time()
+                        target_reached = {"step": step, "unix_time": round(now, 3),
+                                          "seconds": round(now - process_start, 3)}
+                        log(f"Test accuracy reached --stop_at_test_accuracy={target} at step "
+                            f"{step}, {target_reached['seconds']:.1f}s after process start; "
+                            "stopping")
+                        break
                 if step % config.log_every_steps == 0 or step == total_steps:
                     interval_start, interval_step = time.perf_counter(), step
                 else:
@@ -398,6 +418,10 @@ def train_and_evaluate(
         "data_source": source.kind if source else "in-memory",
         "data_dir": source.data_dir if source else None,
         "checkpoint": manager.latest_checkpoint,
+        # Set when --stop_at_test_accuracy ended the run: the step, the time
+        # and the seconds since process start at which the test accuracy
+        # reached it.
+        "target_reached": target_reached,
         "flags": config.to_dict(),
     }
     writers.scalars("hparams", step, {

@@ -27,6 +27,8 @@ def train(*args, cwd=REPO, timeout=240):
         ("--lr_schedule=step", ["--lr_schedule", "'step'", "constant, cosine"]),
         ("--dropout=1.5", ["--dropout"]),
         ("--validation_size=-10", ["--validation_size"]),
+        ("--augment_scale=1.5", ["--augment_scale", "[0, 1)"]),
+        ("--stop_at_test_accuracy=98", ["--stop_at_test_accuracy", "0.98"]),
         ("--no_such_flag=1", ["no_such_flag"]),
         ("--flagfile=configs/missing.cfg", ["missing.cfg"]),
     ],

@@ -36,6 +36,15 @@ def test_parse_hidden_sizes_rejects_malformed(text):
         ("checkpoint_every_steps", 0),
         ("keep_checkpoints", 0),
         ("hidden_sizes", (128, 0)),
+        ("augment_rotation_degrees", -1.0),
+        ("augment_rotation_degrees", 270.0),
+        ("augment_scale", 1.0),
+        ("augment_scale", float("nan")),
+        ("augment_shift_pixels", float("nan")),
+        ("augment_shift_pixels", 20.0),
+        ("eval_every_steps", -1),
+        ("stop_at_test_accuracy", 98.0),
+        ("stop_at_test_accuracy", -0.5),
     ],
 )
 def test_invalid_values_name_their_field(field, value):
@@ -49,3 +58,10 @@ def test_to_dict_is_json_ready():
     values = TrainConfig(hidden_sizes=(8, 4)).to_dict()
     assert values["hidden_sizes"] == [8, 4]
     assert values["lr_schedule"] == "constant"
+
+
+def test_augments_when_any_range_is_set():
+    assert not TrainConfig().augments
+    assert TrainConfig(augment_shift_pixels=1.5).augments
+    assert TrainConfig(augment_rotation_degrees=5).augments
+    assert "augment_scale" in TrainConfig().hparams()

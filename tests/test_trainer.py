@@ -196,6 +196,68 @@ def test_data_on_device_with_xla(tmp_path, small_data_dir):
     assert results["test_accuracy"] > 0.8
 
 
+AUGMENT = dict(augment_rotation_degrees=10.0, augment_scale=0.1, augment_shift_pixels=2.0)
+
+
+def test_augmentation_changes_training_and_resumes_exactly(tmp_path, small_data_dir):
+    # The warp seeds come from the checkpointed generator, so an interrupted
+    # augmented run (mid-epoch, several steps per call) ends bit-identical.
+    config = dict(FAST, steps_per_call=4, **AUGMENT)
+    straight, _ = run(TrainConfig(**config, train_steps=41), tmp_path / "straight",
+                      small_data_dir)
+    run(TrainConfig(**config, train_steps=23), tmp_path / "resumed", small_data_dir)
+    resumed, _ = run(TrainConfig(**config, train_steps=41), tmp_path / "resumed",
+                     small_data_dir)
+    assert resumed["params_sha256"] == straight["params_sha256"]
+    plain, _ = run(TrainConfig(**FAST, steps_per_call=4, train_steps=41), tmp_path / "plain",
+                   small_data_dir)
+    assert plain["params_sha256"] != straight["params_sha256"]
+
+
+def test_augmented_steps_per_call_is_the_same_arithmetic(tmp_path, small_data_dir):
+    # The loop draws the same warp seeds whether it runs 1 or 9 steps per
+    # call; the streamed (tf.data) form has another data order, so it is
+    # only checked to learn through the warps.
+    one, _ = run(TrainConfig(**FAST, steps_per_call=1, train_steps=20, **AUGMENT),
+                 tmp_path / "one", small_data_dir)
+    many, _ = run(TrainConfig(**FAST, steps_per_call=9, train_steps=20, **AUGMENT),
+                  tmp_path / "many", small_data_dir)
+    assert one["params_sha256"] == many["params_sha256"]
+    streamed, _ = run(TrainConfig(**{**SMALL, "epochs": 4}, learning_rate=3e-3, **AUGMENT),
+                      tmp_path / "streamed", small_data_dir)
+    assert streamed["test_accuracy"] > 0.8
+
+
+def test_eval_every_steps_and_stop_at_test_accuracy(tmp_path, small_data_dir):
+    def evaluated_steps(lines):
+        return [int(line.split("(step ")[1].split(")")[0]) for line in lines
+                if " evaluated (step " in line or " done (step " in line]
+
+    # 15 steps per epoch: every 7 steps and at each epoch's end.
+    _, lines = run(TrainConfig(**SMALL, eval_every_steps=7), tmp_path / "cadence",
+                   small_data_dir)
+    assert evaluated_steps(lines) == [7, 14, 15, 21, 28, 30]
+
+    config = TrainConfig(**{**SMALL, "epochs": 4}, learning_rate=3e-3, eval_every_steps=7,
+                         stop_at_test_accuracy=0.9)
+    results, lines = run(config, tmp_path, small_data_dir)
+    steps = evaluated_steps(lines)
+    reached = results["target_reached"]
+    assert reached["step"] == steps[-1] == results["global_step"] < 60
+    assert results["test_accuracy"] >= 0.9
+    assert 0 < reached["seconds"] <= results["wall_seconds"]
+    assert any("reached --stop_at_test_accuracy=0.9" in line for line in lines)
+    # The checkpoint is saved where the run stopped.
+    assert f"ckpt-{results['global_step']}.index" in os.listdir(tmp_path / "checkpoints")
+
+    # At a learning rate of 1e-6 the model stays near chance: it trains to the end.
+    unreachable, _ = run(TrainConfig(**SMALL, learning_rate=1e-6, stop_at_test_accuracy=0.9,
+                                     eval_every_steps=7), tmp_path / "never", small_data_dir)
+    assert unreachable["test_accuracy"] < 0.9
+    assert unreachable["target_reached"] is None
+    assert unreachable["global_step"] == 30
+
+
 def test_steps_per_call_needs_data_on_device():
     with pytest.raises(ConfigError, match="--steps_per_call: 4 needs --data_on_device"):
         TrainConfig(steps_per_call=4)
@@ -210,3 +272,6 @@ def test_next_stop_respects_every_boundary():
     assert trainer.next_stop(100, 429, config) == 130
     assert trainer.next_stop(130, 429, config) == 140
     assert trainer.next_stop(400, 429, config) == 429
+    evaluating = TrainConfig(steps_per_call=50, data_on_device=True, eval_every_steps=30)
+    assert trainer.next_stop(0, 429, evaluating) == 30
+    assert trainer.next_stop(30, 429, evaluating) == 50

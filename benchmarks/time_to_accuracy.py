@@ -1,0 +1,184 @@
+"""Wall seconds from process start to a test accuracy, mnist_tf vs Keras `model.fit`.
+
+    python benchmarks/time_to_accuracy.py --target=0.98
+
+Each repeat starts two fresh Python processes, one after the other, and
+clocks each from the moment it is spawned (interpreter start, imports, data
+loading, tracing and XLA compilation all count) to the moment its test
+accuracy first reaches --target:
+
+- mnist_tf: `python -m mnist_tf.train --flagfile=configs/fast.cfg
+  --stop_at_test_accuracy=TARGET --eval_every_steps=...`, which records the
+  time in results.json (`target_reached`);
+- Keras: benchmarks/keras_reference.py, the seeds' recipe (512-256, Adam 1e-3,
+  batch 32) under `model.fit`, stopped by a callback.
+
+Both evaluate on the full 10,000-image test set every --eval_every_examples
+training examples (and mnist_tf also at each epoch's end), so neither is
+favoured by a finer check. Repeat r uses seed r for both. The data is
+prepared before any clock starts. Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from absl import app, flags, logging  # noqa: E402
+
+from mnist_tf import cli  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = flags.FLAGS
+flags.DEFINE_float("target", 0.98, "Test accuracy to reach.")
+flags.DEFINE_string("config", os.path.join(REPO, "configs", "fast.cfg"),
+                    "mnist_tf's recipe (a flagfile).")
+flags.DEFINE_integer("repeats", 3, "Runs of each (seed 0, 1, ...); medians are reported.")
+flags.DEFINE_integer("eval_every_examples", 15000,
+                     "Training examples between test evaluations, for both.")
+flags.DEFINE_boolean("keras", True, "Also run the Keras reference.")
+flags.DEFINE_integer("keras_max_epochs", 20, "Keras gives up after this many epochs.")
+flags.DEFINE_string("keras_hidden_sizes", "512,256", "The Keras reference's hidden layers.")
+flags.DEFINE_multi_string("extra_flag", [], "Extra flag for mnist_tf's run (repeatable).")
+flags.DEFINE_string("data_dir", None, "TFDS data dir (default: TFDS's; prepared if needed).")
+flags.DEFINE_string("output", None, "Also write the JSON line to this file.")
+
+
+def flagfile_value(path: str, name: str, default: str) -> str:
+    """The last `--name=value` in a flagfile, or `default`."""
+    value = default
+    with open(path) as f:
+        for line in f:
+            match = re.fullmatch(rf"--{name}=(\S+)", line.strip())
+            if match:
+                value = match.group(1)
+    return value
+
+
+def run_child(args: list[str], log_path: str) -> tuple[float, subprocess.CompletedProcess]:
+    """Runs a child Python; returns its spawn time (unix) and the completed process."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    spawned = time.time()
+    result = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
+                            text=True)
+    with open(log_path, "w") as f:
+        f.write(result.stdout + result.stderr)
+    if result.returncode != 0:
+        cli.fail(f"{args[0]} {args[1] if len(args) > 1 else ''} failed (exit "
+                 f"{result.returncode}); see {log_path}")
+    return spawned, result
+
+
+def time_mnist_tf(seed: int, data_dir: str, eval_every_steps: int, scratch: str) -> dict:
+    """One mnist_tf run to the target; returns its seconds and step."""
+    workdir = os.path.join(scratch, f"mnist_tf_{seed}")
+    spawned, _ = run_child(
+        ["-m", "mnist_tf.train", f"--flagfile={FLAGS.config}", f"--workdir={workdir}",
+         f"--data_dir={data_dir}", f"--seed={seed}", f"--stop_at_test_accuracy={FLAGS.target}",
+         f"--eval_every_steps={eval_every_steps}", "--nodownload", *FLAGS.extra_flag],
+        os.path.join(scratch, f"mnist_tf_{seed}.log"))
+    with open(os.path.join(workdir, "results.json")) as f:
+        results = json.load(f)
+    reached = results["target_reached"]
+    return {
+        "seed": seed,
+        "seconds": round(reached["unix_time"] - spawned, 3) if reached else None,
+        "step": reached["step"] if reached else None,
+        "epoch": round(reached["step"] / results["steps_per_epoch"], 3) if reached else None,
+        "final_test_accuracy": results["test_accuracy"],
+    }
+
+
+def time_keras(seed: int, data_dir: str, scratch: str) -> dict:
+    """One Keras reference run to the target; returns its seconds and step."""
+    spawned, result = run_child(
+        [os.path.join(REPO, "benchmarks", "keras_reference.py"), f"--target={FLAGS.target}",
+         f"--data_dir={data_dir}", f"--seed={seed}", f"--max_epochs={FLAGS.keras_max_epochs}",
+         f"--hidden_sizes={FLAGS.keras_hidden_sizes}",
+         f"--eval_every_examples={FLAGS.eval_every_examples}"],
+        os.path.join(scratch, f"keras_{seed}.log"))
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    reached = report["target_reached_unix_time"]
+    return {
+        "seed": seed,
+        "seconds": round(reached - spawned, 3) if reached else None,
+        "step": report["target_reached_step"],
+        "epoch": report["target_reached_epoch"],
+        "evaluations": len(report["evaluations"]),
+    }
+
+
+def median_or_none(values):
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 3) if values else None
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    if not os.path.isfile(FLAGS.config):
+        cli.fail(f"--config: no such flagfile {FLAGS.config}")
+    cli.import_tensorflow_quietly()
+    import common
+
+    from mnist_tf import sources
+
+    # Prepared before any clock starts: neither side pays for the data's
+    # first-time preparation.
+    data_dir = sources.ensure_mnist(FLAGS.data_dir, None, True).data_dir
+    batch_size = int(flagfile_value(FLAGS.config, "batch_size", "128"))
+    eval_every_steps = max(1, FLAGS.eval_every_examples // batch_size)
+    ours, keras = [], []
+    # Removed at the end; kept (with the children's logs) if a child fails.
+    scratch = tempfile.mkdtemp(prefix="time_to_accuracy_")
+    for seed in range(FLAGS.repeats):
+        ours.append(time_mnist_tf(seed, data_dir, eval_every_steps, scratch))
+        print(f"repeat {seed}: mnist_tf {ours[-1]['seconds']} s", flush=True)
+        if FLAGS.keras:
+            keras.append(time_keras(seed, data_dir, scratch))
+            print(f"repeat {seed}: Keras model.fit {keras[-1]['seconds']} s", flush=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+    ours_median = median_or_none([r["seconds"] for r in ours])
+    result = {
+        "benchmark": "time_to_accuracy", "target": FLAGS.target,
+        "config": os.path.relpath(FLAGS.config, REPO), "extra_flags": FLAGS.extra_flag,
+        "eval_every_examples": FLAGS.eval_every_examples, "repeats": FLAGS.repeats,
+        "mnist_tf_seconds": ours_median, "mnist_tf_runs": ours,
+        **common.machine(),
+    }
+    rows = [
+        ("target", f"test accuracy >= {FLAGS.target:.2%}, evaluated every "
+                   f"{FLAGS.eval_every_examples:,} training examples"),
+        ("device", result["device"]),
+        ("mnist_tf", f"{result['config']} {' '.join(FLAGS.extra_flag)}".strip()),
+        ("  seconds (median)", f"{ours_median} from process start; runs: "
+                               + ", ".join(f"{r['seconds']} s (epoch {r['epoch']})"
+                                           for r in ours)),
+    ]
+    if FLAGS.keras:
+        keras_median = median_or_none([r["seconds"] for r in keras])
+        result.update(keras_fit_seconds=keras_median, keras_fit_runs=keras)
+        rows += [
+            ("Keras model.fit", f"{FLAGS.keras_hidden_sizes}, Adam 1e-3, batch 32"),
+            ("  seconds (median)", f"{keras_median} from process start; runs: "
+                                   + ", ".join(f"{r['seconds']} s (epoch {r['epoch']})"
+                                               for r in keras)),
+        ]
+        if ours_median and keras_median:
+            result["fraction_of_keras_time"] = round(ours_median / keras_median, 4)
+            rows.append(("mnist_tf / Keras", f"{ours_median / keras_median:.3f} "
+                                             f"({keras_median / ours_median:.2f}x faster)"))
+    common.report("Time to accuracy", rows, result, FLAGS.output)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.parse_flags)
