@@ -71,18 +71,17 @@ def measure_mnist_tf(images, labels, hidden_sizes, batch_size, jit_compile, pipe
     rng = tf.random.Generator.from_seed(1)
     num = len(labels) // batch_size * batch_size
     uint8_images = (images[:num] * 255).round().astype("uint8").reshape(-1, 28, 28, 1)
-    cached = data.from_arrays(uint8_images, labels[:num])
+    train = data.from_arrays(uint8_images, labels[:num])
     if pipeline == "tfdata":
         train_step = make_train_step(model, optimizer, Constant(1e-3), rng, Metrics(),
                                      batch_size, jit_compile=jit_compile)
 
         def run_epoch(epoch):
-            for x, y in data.train_batches(cached, num, batch_size, seed=0, epoch=epoch):
+            for x, y in data.train_batches(train, batch_size, seed=0, epoch=epoch):
                 train_step(x, y)
     else:
-        all_images, all_labels = data.materialize(cached, num)
         train_loop = make_train_loop(model, optimizer, Constant(1e-3), rng, Metrics(),
-                                     batch_size, all_images, all_labels,
+                                     batch_size, train.images, train.labels,
                                      jit_compile=jit_compile)
         steps = num // batch_size
 

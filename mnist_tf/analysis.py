@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
-from mnist_tf.data import NUM_CLASSES
+from mnist_tf.data import NUM_CLASSES, Examples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,14 +40,11 @@ class Predictions:
         return float(-np.log(np.maximum(picked, 1e-30)).mean())
 
 
-def predict_split(predict_fn, examples: tf.data.Dataset, batch_size: int = 1000) -> Predictions:
-    """Runs `predict_fn` (images -> probabilities) over an unbatched (image, label) dataset."""
-    images, labels, probabilities = [], [], []
-    for x, y in examples.batch(batch_size):
-        images.append(x.numpy())
-        labels.append(y.numpy())
-        probabilities.append(predict_fn(x).numpy())
-    return Predictions(np.concatenate(images), np.concatenate(labels),
+def predict_split(predict_fn, examples: Examples, batch_size: int = 1000) -> Predictions:
+    """Runs `predict_fn` (images -> probabilities) over a split, `batch_size` images at a time."""
+    probabilities = [predict_fn(examples.images[start:start + batch_size]).numpy()
+                     for start in range(0, len(examples), batch_size)]
+    return Predictions(examples.images.numpy(), examples.labels.numpy(),
                        np.concatenate(probabilities))
 
 

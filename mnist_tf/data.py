@@ -1,8 +1,14 @@
-"""The tf.data input pipeline: TFDS `mnist` -> float32 [784] -> cache -> shuffle -> batch.
+"""The input pipeline: TFDS `mnist` -> decoded once -> float32 tensors -> tf.data batches.
 
 Splits: `train` and `validation` are carved from TFDS's train split (the last
 `validation_size` examples are validation; the test split is never touched
 for model selection), `test` is TFDS's test split.
+
+TFDS stores MNIST as PNGs; decoding all 70,000 takes ~4 s on 2 cores, every
+run. The decoded uint8 arrays are therefore kept in a cache file beside the
+prepared data (`DECODED_CACHE_DIR`, keyed by a fingerprint of TFDS's files, so
+re-preparing the data invalidates it), and every split is held in memory as
+float32 tensors (~220 MB). Batches are gathered from those tensors by index.
 
 Batches have static shapes so each traced step is traced once:
 
@@ -11,27 +17,50 @@ Batches have static shapes so each traced step is traced once:
 * evaluation pads the last batch to full size and returns a mask, so every
   example is counted exactly once.
 
-The training order of epoch `e` depends only on `(seed, e)` (see
-`epoch_seed`), which is what lets a resumed run pick up the data order where
-the checkpoint left it.
+The training order of epoch `e` is `epoch_order(n, seed, e)`, a stateless
+function of `(seed, e)`: it is what lets a resumed run pick up the data order
+where the checkpoint left it, and what makes the tf.data path and the
+`--data_on_device` loop train on exactly the same batches.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
+import zipfile
 
 import numpy as np
 import tensorflow as tf
 
+from mnist_tf import files
 from mnist_tf.errors import DataError, UserError
 
 NUM_PIXELS = 28 * 28
 NUM_CLASSES = 10
+# Beside the TFDS dataset directories in the data dir; TFDS ignores it.
+DECODED_CACHE_DIR = "mnist_tf_decoded"
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+    """A preprocessed split held as tensors.
+
+    Attributes:
+        images: float32 [N, 784] in [0, 1].
+        labels: int32 [N].
+    """
+
+    images: tf.Tensor
+    labels: tf.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
 
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
-    """Preprocessed, cached, unbatched splits of (image float32 [784], label int32).
+    """The three splits, preprocessed and held in memory.
 
     Attributes:
         train: training examples.
@@ -42,29 +71,82 @@ class Splits:
         num_test: number of test examples.
     """
 
-    train: tf.data.Dataset
-    validation: tf.data.Dataset | None
-    test: tf.data.Dataset
+    train: Examples
+    validation: Examples | None
+    test: Examples
     num_train: int
     num_validation: int
     num_test: int
 
 
+def to_pixels(images: tf.Tensor) -> tf.Tensor:
+    """Maps uint8 images [..., 28, 28(, 1)] to float32 [N, 784] in [0, 1]."""
+    return tf.reshape(tf.cast(images, tf.float32) / 255.0, [-1, NUM_PIXELS])
+
+
 def preprocess(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Maps a uint8 [28, 28, 1] image to float32 [784] in [0, 1] and the label to int32."""
-    pixels = tf.reshape(tf.cast(image, tf.float32) / 255.0, [NUM_PIXELS])
-    return pixels, tf.cast(label, tf.int32)
+    """Maps one uint8 [28, 28, 1] image to float32 [784] in [0, 1] and the label to int32."""
+    return to_pixels(image)[0], tf.cast(label, tf.int32)
 
 
-def _prepare(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    # Decoding PNGs is the slow part; cache the result so it happens once per run.
-    return dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE).cache()
+def from_arrays(images: np.ndarray, labels: np.ndarray) -> Examples:
+    """Preprocesses uint8 images [N, 28, 28(, 1)] and integer labels [N] into `Examples`."""
+    return Examples(to_pixels(images), tf.cast(labels, tf.int32))
 
 
-def from_arrays(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
-    """Builds an unbatched, preprocessed dataset from uint8 [N, 28, 28, 1] arrays (for tests)."""
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    return _prepare(dataset)
+def _fingerprint(directory: str) -> str:
+    """Identifies the prepared files: names, sizes and modification times."""
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(directory)):
+        stat = os.stat(os.path.join(directory, name))
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def decoded_arrays(builder) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """uint8 images [N, 28, 28, 1] and int64 labels [N] of "train" and "test", in TFDS order.
+
+    Read from the decoded cache when it matches the prepared files; otherwise
+    decoded by TFDS and written to the cache (atomically; a read-only data
+    dir just means decoding every time).
+
+    Args:
+        builder: TFDS's `mnist` builder over a prepared data dir.
+    """
+    cache_dir = os.path.join(os.path.dirname(os.path.dirname(builder.data_dir)),
+                             DECODED_CACHE_DIR)
+    name = f"mnist-{builder.version}-{_fingerprint(builder.data_dir)}.npz"
+    path = os.path.join(cache_dir, name)
+    sizes = {split: builder.info.splits[split].num_examples for split in ("train", "test")}
+    try:
+        with np.load(path) as cached:
+            arrays = {split: (cached[f"{split}_images"], cached[f"{split}_labels"])
+                      for split in sizes}
+        if all(images.shape == (size, 28, 28, 1) and images.dtype == np.uint8
+               and labels.shape == (size,) for (images, labels), size
+               in zip(arrays.values(), sizes.values())):
+            return arrays
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # Missing, stale or damaged: decode again (and rewrite it).
+    import tensorflow_datasets as tfds
+
+    arrays = {
+        split: tuple(tfds.as_numpy(builder.as_dataset(
+            split=split, batch_size=-1, as_supervised=True, shuffle_files=False)))
+        for split in sizes
+    }
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        with files.atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, **{f"{split}_{kind}": array
+                             for split, pair in arrays.items()
+                             for kind, array in zip(("images", "labels"), pair)})
+        for other in os.listdir(cache_dir):  # Caches of earlier preparations.
+            if other.endswith(".npz") and other != name:
+                os.remove(os.path.join(cache_dir, other))
+    except OSError:
+        pass  # Not writable: the cache is an optimisation only.
+    return arrays
 
 
 def load_splits(data_dir: str, validation_size: int) -> Splits:
@@ -95,31 +177,36 @@ def load_splits(data_dir: str, validation_size: int) -> Splits:
             f"(the train split has {num_all_train})"
         )
     num_train = num_all_train - validation_size
-
-    def load(split):
-        return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-
-    train = load(f"train[:{num_train}]")
-    validation = load(f"train[{num_train}:]") if validation_size else None
-    test = load("test")
+    try:
+        arrays = decoded_arrays(builder)
+    except Exception as e:  # noqa: BLE001 - TFDS raises many types on damaged records.
+        raise DataError(f"cannot read the prepared mnist in {data_dir}: {e}") from None
+    (train_images, train_labels), (test_images, test_labels) = arrays["train"], arrays["test"]
+    validation = None
+    if validation_size:
+        validation = from_arrays(train_images[num_train:], train_labels[num_train:])
     return Splits(
-        train=_prepare(train),
-        validation=_prepare(validation) if validation is not None else None,
-        test=_prepare(test),
+        train=from_arrays(train_images[:num_train], train_labels[:num_train]),
+        validation=validation,
+        test=from_arrays(test_images, test_labels),
         num_train=num_train,
         num_validation=validation_size,
         num_test=num_test,
     )
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Returns the shuffle seed of `epoch`: a fixed function of (seed, epoch)."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+def epoch_order(num_examples: int, seed: int, epoch: int) -> tf.Tensor:
+    """The order of epoch `epoch`: a permutation of [0, num_examples), int32.
+
+    A stateless shuffle keyed by (seed, epoch): each epoch has its own order,
+    and a resumed run can rebuild it.
+    """
+    noise = tf.random.stateless_uniform([num_examples], seed=[seed, epoch])
+    return tf.cast(tf.argsort(noise), tf.int32)
 
 
 def train_batches(
-    train: tf.data.Dataset,
-    num_train: int,
+    train: Examples,
     batch_size: int,
     seed: int,
     epoch: int,
@@ -128,48 +215,39 @@ def train_batches(
     """Returns epoch `epoch`'s shuffled, full training batches.
 
     Args:
-        train: the cached, unbatched training examples.
-        num_train: how many there are (the shuffle buffer holds all of them, a
-            full uniform shuffle).
+        train: the training examples.
         batch_size: examples per batch; the last partial batch is dropped.
         seed: the run's seed.
         epoch: 0-based epoch number; each epoch has its own order.
         skip_batches: batches of this epoch already trained on (when resuming).
+
+    Returns:
+        (images float32 [batch_size, 784], labels int32 [batch_size]) batches,
+        gathered from `train` in `epoch_order(len(train), seed, epoch)`.
     """
-    dataset = train.shuffle(num_train, seed=epoch_seed(seed, epoch), reshuffle_each_iteration=False)
-    dataset = dataset.batch(batch_size, drop_remainder=True)
-    if skip_batches:
-        dataset = dataset.skip(skip_batches)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    order = epoch_order(len(train), seed, epoch)
+    steps = len(train) // batch_size
+    batches = tf.reshape(order[: steps * batch_size], [steps, batch_size])[skip_batches:]
+
+    def gather(index):
+        return tf.gather(train.images, index), tf.gather(train.labels, index)
+
+    dataset = tf.data.Dataset.from_tensor_slices(batches)
+    return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def materialize(examples: tf.data.Dataset, count: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """Returns all `count` (image, label) examples as two tensors [count, 784] and [count]."""
-    images, labels = next(iter(examples.batch(count)))
-    return images, labels
+def eval_batches(examples: Examples, batch_size: int) -> tf.data.Dataset:
+    """Returns (images, labels, mask) batches in order, the last one padded to `batch_size`."""
+    count = len(examples)
+    steps = -(-count // batch_size)
+    # Padding rows repeat example 0 and are masked out.
+    index = tf.pad(tf.range(count), [[0, steps * batch_size - count]])
+    mask = tf.sequence_mask(count, steps * batch_size)
 
+    def gather(index, mask):
+        images = tf.where(mask[:, None], tf.gather(examples.images, index), 0.0)
+        return images, tf.gather(examples.labels, index), mask
 
-def epoch_order(num_examples: int, seed: int, epoch: int) -> tf.Tensor:
-    """The order of epoch `epoch` for data held as tensors: int32 [num_examples].
-
-    A stateless shuffle keyed by (seed, epoch), so, like `train_batches`, each
-    epoch has its own order and a resumed run can rebuild it.
-    """
-    noise = tf.random.stateless_uniform([num_examples], seed=[seed, epoch])
-    return tf.cast(tf.argsort(noise), tf.int32)
-
-
-def eval_batches(examples: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
-    """Returns (images, labels, mask) batches, the last one padded to `batch_size`."""
-
-    def pad(images, labels):
-        count = tf.shape(labels)[0]
-        missing = batch_size - count
-        images = tf.pad(images, [[0, missing], [0, 0]])
-        labels = tf.pad(labels, [[0, missing]])
-        mask = tf.sequence_mask(count, batch_size)
-        images = tf.ensure_shape(images, [batch_size, NUM_PIXELS])
-        return images, tf.ensure_shape(labels, [batch_size]), mask
-
-    dataset = examples.batch(batch_size).map(pad, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    dataset = tf.data.Dataset.from_tensor_slices((tf.reshape(index, [steps, batch_size]),
+                                                  tf.reshape(mask, [steps, batch_size])))
+    return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

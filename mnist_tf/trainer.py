@@ -267,9 +267,8 @@ def train_and_evaluate(
     if config.data_on_device:
         # The whole (small) training split as tensors, indexed per step: no
         # per-step tf.data hand-off, and several steps per traced call.
-        train_images, train_labels = data.materialize(splits.train, splits.num_train)
         train_fn = make_train_loop(model, optimizer, schedule, rng, train_metrics,
-                                   config.batch_size, train_images, train_labels,
+                                   config.batch_size, splits.train.images, splits.train.labels,
                                    config.weight_decay, config.jit_compile, augment)
     else:
         train_fn = make_train_step(model, optimizer, schedule, rng, train_metrics,
@@ -320,9 +319,8 @@ def train_and_evaluate(
             if config.data_on_device:
                 order = data.epoch_order(splits.num_train, config.seed, epoch)
             else:
-                batches = iter(data.train_batches(splits.train, splits.num_train,
-                                                  config.batch_size, config.seed, epoch,
-                                                  skip_batches=offset))
+                batches = iter(data.train_batches(splits.train, config.batch_size,
+                                                  config.seed, epoch, skip_batches=offset))
             while step < epoch_end:
                 # Each call ends exactly where something is due (a log line, a
                 # checkpoint, histograms, the profiler, the epoch's end), so the

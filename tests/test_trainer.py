@@ -274,4 +274,4 @@ def test_next_stop_respects_every_boundary():
     assert trainer.next_stop(400, 429, config) == 429
     evaluating = TrainConfig(steps_per_call=50, data_on_device=True, eval_every_steps=30)
     assert trainer.next_stop(0, 429, evaluating) == 30
-    assert trainer.next_stop(30, 429, evaluating) == 50
+    assert trainer.next_stop(30, 429, evaluating) == 60
