@@ -31,18 +31,23 @@ def median_rate(work: float, seconds: list[float]) -> float:
     return statistics.median(work / s for s in seconds)
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5, inner: int = 4) -> float:
+def matmul_gflops(
+    n: int = 2048, repeats: int = 5, inner: int = 4, jit_compile: bool = False
+) -> float:
     """The machine's large float32 matmul rate in GFLOP/s (median over repeats).
 
     `inner` chained matmuls run per traced call so per-call overhead vanishes;
-    `.numpy()` synchronises before the clock is read.
+    `.numpy()` synchronises before the clock is read. `jit_compile` measures
+    XLA's matmul instead of TensorFlow's kernel: which is faster depends on
+    the CPU (on an AVX2 AMD EPYC, XLA's was faster), so a fair reference
+    takes the better of the two.
     """
     import tensorflow as tf
 
     a = tf.random.stateless_normal([n, n], seed=[1, 2])
     b = tf.random.stateless_normal([n, n], seed=[3, 4]) / np.sqrt(n)
 
-    @tf.function
+    @tf.function(jit_compile=jit_compile)
     def chain(x):
         for _ in range(inner):
             x = tf.matmul(x, b)

@@ -2,7 +2,8 @@
 
     python benchmarks/train_throughput.py --hidden_sizes=256,128 --batch_size=128
 
-Measures, in one process: the machine's large float32 matmul rate; this
+Measures, in one process: the machine's large float32 matmul rate (the better
+of TensorFlow's kernel and XLA's, both timed); this
 trainer's steady-state examples/s (tracing and one burn-in epoch excluded,
 synchronised before reading the clock, median over repeats); and Keras
 `model.fit` on the same architecture, batch size and data. Prints a table,
@@ -30,7 +31,10 @@ from mnist_tf import cli  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("hidden_sizes", "256,128", "Hidden layer widths.")
 flags.DEFINE_integer("batch_size", 128, "Batch size (both trainers).")
-flags.DEFINE_enum("precision", "float32", ["float32"], "Compute precision.")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
+                  "Compute precision of both trainers (mnist_tf's --precision; Keras' "
+                  "mixed-precision policy of the same name).")
+flags.DEFINE_string("device", "auto", "auto | cpu | gpu | gpu:N, as mnist_tf.train's --device.")
 flags.DEFINE_float("dropout", 0.0, "Dropout rate of mnist_tf's hidden layers (Keras: same).")
 flags.DEFINE_boolean("jit_compile", False, "Compile mnist_tf's step with XLA.")
 flags.DEFINE_enum("pipeline", "tfdata", ["tfdata", "device"],
@@ -43,6 +47,7 @@ flags.DEFINE_integer("examples", 60000, "Examples per epoch.")
 flags.DEFINE_boolean("keras", True, "Also measure Keras model.fit (the reference).")
 flags.DEFINE_string("data_dir", None, "TFDS data dir with prepared MNIST (else random data).")
 flags.DEFINE_string("output", None, "Also write the JSON line to this file.")
+flags.DEFINE_integer("matmul_size", 2048, "n of the n x n x n reference matmul.")
 
 
 def step_flops(hidden_sizes, batch_size: int) -> int:
@@ -56,25 +61,29 @@ def step_flops(hidden_sizes, batch_size: int) -> int:
 
 
 def measure_mnist_tf(images, labels, hidden_sizes, batch_size, jit_compile, pipeline, repeats,
-                     steps_per_call=1, dropout=0.0):
+                     steps_per_call=1, dropout=0.0, precision="float32"):
     """Returns the per-epoch seconds of mnist_tf's train step (burn-in epoch excluded)."""
     import tensorflow as tf
 
     from mnist_tf import data
+    from mnist_tf import precision as mixed
     from mnist_tf.model import MLP
     from mnist_tf.optimizers import Adam
     from mnist_tf.schedules import Constant
     from mnist_tf.steps import Metrics, make_train_loop, make_train_step
 
-    model = MLP(hidden_sizes, seed=0, dropout=dropout)
+    policy = mixed.policy(precision)
+    model = MLP(hidden_sizes, seed=0, dropout=dropout, compute_dtype=policy.compute_dtype)
     optimizer = Adam(model.parameters())
+    loss_scale = mixed.LossScale(enabled=policy.loss_scaling)
     rng = tf.random.Generator.from_seed(1)
     num = len(labels) // batch_size * batch_size
     uint8_images = (images[:num] * 255).round().astype("uint8").reshape(-1, 28, 28, 1)
     train = data.from_arrays(uint8_images, labels[:num])
     if pipeline == "tfdata":
         train_step = make_train_step(model, optimizer, Constant(1e-3), rng, Metrics(),
-                                     batch_size, jit_compile=jit_compile)
+                                     batch_size, jit_compile=jit_compile,
+                                     loss_scale=loss_scale)
 
         def run_epoch(epoch):
             for x, y in data.train_batches(train, batch_size, seed=0, epoch=epoch):
@@ -82,7 +91,7 @@ def measure_mnist_tf(images, labels, hidden_sizes, batch_size, jit_compile, pipe
     else:
         train_loop = make_train_loop(model, optimizer, Constant(1e-3), rng, Metrics(),
                                      batch_size, train.images, train.labels,
-                                     jit_compile=jit_compile)
+                                     jit_compile=jit_compile, loss_scale=loss_scale)
         steps = num // batch_size
 
         def run_epoch(epoch):
@@ -101,16 +110,19 @@ def measure_mnist_tf(images, labels, hidden_sizes, batch_size, jit_compile, pipe
     return times, num
 
 
-def measure_keras(images, labels, hidden_sizes, batch_size, repeats, dropout=0.0):
+def measure_keras(images, labels, hidden_sizes, batch_size, repeats, dropout=0.0,
+                  precision="float32"):
     """Returns the per-epoch seconds of Keras model.fit (first epoch excluded)."""
     import tensorflow as tf
 
+    tf.keras.mixed_precision.set_global_policy(precision)
     layers = [tf.keras.Input((784,))]
     for h in hidden_sizes:
         layers.append(tf.keras.layers.Dense(h, activation="relu"))
         if dropout:
             layers.append(tf.keras.layers.Dropout(dropout))
-    layers += [tf.keras.layers.Dense(10)]
+    # float32 logits, as mnist_tf's (and as Keras' mixed-precision guide advises).
+    layers += [tf.keras.layers.Dense(10, dtype="float32")]
     model = tf.keras.Sequential(layers)
     model.compile(optimizer=tf.keras.optimizers.Adam(1e-3),
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -140,15 +152,32 @@ def main(argv):
     from mnist_tf.config import parse_hidden_sizes
 
     hidden_sizes = parse_hidden_sizes(FLAGS.hidden_sizes)
-    cli.import_tensorflow_quietly()
+    tf = cli.import_tensorflow_quietly()
+
+    from mnist_tf import devices
+    from mnist_tf.errors import UserError
+
+    try:
+        device = devices.resolve(FLAGS.device)
+    except UserError as e:
+        cli.fail(str(e))
+    with tf.device(device):
+        run(hidden_sizes, device)
+
+
+def run(hidden_sizes, device):
+    """Measures and reports, on `device`."""
     import common
 
     images, labels, data_kind = common.mnist_arrays(FLAGS.data_dir)
     images, labels = images[:FLAGS.examples], labels[:FLAGS.examples]
-    matmul = common.matmul_gflops()
+    # The better of TensorFlow's matmul kernel and XLA's (see common.matmul_gflops).
+    n = FLAGS.matmul_size
+    matmul_tf, matmul_xla = common.matmul_gflops(n), common.matmul_gflops(n, jit_compile=True)
+    matmul = max(matmul_tf, matmul_xla)
     ours, num = measure_mnist_tf(images, labels, hidden_sizes, FLAGS.batch_size,
                                  FLAGS.jit_compile, FLAGS.pipeline, FLAGS.repeats,
-                                 FLAGS.steps_per_call, FLAGS.dropout)
+                                 FLAGS.steps_per_call, FLAGS.dropout, FLAGS.precision)
     ours_rate = common.median_rate(num, ours)
     flops = step_flops(hidden_sizes, FLAGS.batch_size)
     step_gflops = ours_rate / FLAGS.batch_size * flops / 1e9
@@ -157,11 +186,14 @@ def main(argv):
         "hidden_sizes": list(hidden_sizes), "batch_size": FLAGS.batch_size,
         "precision": FLAGS.precision, "dropout": FLAGS.dropout, "jit_compile": FLAGS.jit_compile,
         "pipeline": FLAGS.pipeline, "steps_per_call": FLAGS.steps_per_call,
-        "data": data_kind, "repeats": FLAGS.repeats,
+        "data": data_kind, "repeats": FLAGS.repeats, "tf_device": device,
         "examples_per_second": round(ours_rate, 1),
         "step_flops": flops,
         "step_gflops": round(step_gflops, 2),
         "matmul_gflops": round(matmul, 2),
+        "matmul_gflops_tf_kernel": round(matmul_tf, 2),
+        "matmul_gflops_xla": round(matmul_xla, 2),
+        "matmul_size": n,
         "fraction_of_matmul_rate": round(step_gflops / matmul, 4),
         **common.machine(),
     }
@@ -171,15 +203,16 @@ def main(argv):
                    f"pipeline={FLAGS.pipeline}"
                    + (f" ({FLAGS.steps_per_call} steps/call)" if FLAGS.pipeline == "device"
                       else "") + f", data={data_kind}"),
-        ("device", result["device"]),
-        ("machine fp32 matmul", f"{matmul:,.1f} GFLOP/s (2048^3, median)"),
+        ("device", f"{device} ({result['device']})"),
+        ("machine fp32 matmul", f"{matmul:,.1f} GFLOP/s ({n}^3, median; TF kernel "
+                                f"{matmul_tf:,.1f}, XLA {matmul_xla:,.1f}; the better counts)"),
         ("mnist_tf", f"{ours_rate:,.0f} examples/s (median of {FLAGS.repeats} epochs)"),
         ("mnist_tf step rate", f"{step_gflops:,.1f} GFLOP/s = "
                                f"{step_gflops / matmul:.1%} of the matmul rate"),
     ]
     if FLAGS.keras:
         keras_times, keras_num = measure_keras(images, labels, hidden_sizes, FLAGS.batch_size,
-                                               FLAGS.repeats, FLAGS.dropout)
+                                               FLAGS.repeats, FLAGS.dropout, FLAGS.precision)
         keras_rate = common.median_rate(keras_num, keras_times)
         result["keras_fit_examples_per_second"] = round(keras_rate, 1)
         result["speedup_vs_keras_fit"] = round(ours_rate / keras_rate, 3)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 from mnist_tf.errors import UserError
 
 LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # See mnist_tf/precision.py.
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|gpu|gpu:\d+)$")  # See mnist_tf/devices.py.
 # Fields that can change what a run learns: logged as TensorBoard HParams so
 # runs sharing a --logdir compare side by side. Logging-only fields (intervals,
 # batch size of evaluation) would only add columns.
 HPARAM_FIELDS = ("hidden_sizes", "batch_size", "epochs", "train_steps", "learning_rate",
                  "lr_schedule", "warmup_steps", "weight_decay", "dropout", "validation_size",
                  "seed", "deterministic", "jit_compile", "augment_rotation_degrees",
-                 "augment_scale", "augment_shift_pixels")
+                 "augment_scale", "augment_shift_pixels", "precision")
 
 
 class ConfigError(UserError):
@@ -122,6 +125,12 @@ class TrainConfig:
     eval_every_steps: int = 0
     # Stop as soon as an evaluation's test accuracy reaches this (0: train to the end).
     stop_at_test_accuracy: float = 0.0
+    # Compute precision (mnist_tf/precision.py); weights and Adam stay float32.
+    precision: str = "float32"
+    # auto | cpu | gpu | gpu:N (mnist_tf/devices.py).
+    device: str = "auto"
+    # TF32 matmuls on GPUs that have them; off, so float32 means float32.
+    enable_tensor_float_32: bool = False
 
     def __post_init__(self):
         # A config read back from config.json holds a list; keep the frozen
@@ -173,6 +182,12 @@ class TrainConfig:
             raise ConfigError("stop_at_test_accuracy",
                               f"must be a fraction in [0, 1] (e.g. 0.98), got "
                               f"{self.stop_at_test_accuracy}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError("precision", f"unknown precision {self.precision!r}; choose one "
+                              f"of {', '.join(PRECISIONS)}")
+        if not DEVICE_PATTERN.match(self.device):
+            raise ConfigError("device", f"{self.device!r} is not one of auto, cpu, gpu, gpu:N "
+                              "(e.g. gpu:0)")
         if not math.isfinite(self.weight_decay):
             raise ConfigError("weight_decay", f"must be finite, got {self.weight_decay}")
 

@@ -9,6 +9,7 @@ from mnist_tf.augment import AffineAugment
 from mnist_tf.data import NUM_PIXELS
 from mnist_tf.model import MLP
 from mnist_tf.optimizers import Adam
+from mnist_tf.precision import LossScale
 
 
 class Metrics(tf.Module):
@@ -66,6 +67,7 @@ def make_train_step(
     weight_decay: float = 0.0,
     jit_compile: bool = False,
     augment: AffineAugment | None = None,
+    loss_scale: LossScale | None = None,
 ) -> tf.types.experimental.PolymorphicFunction:
     """Builds the one traced training step: (augment,) forward, loss, gradients, Adam.
 
@@ -79,6 +81,7 @@ def make_train_step(
         weight_decay: L2 coefficient on the kernels.
         jit_compile: compile the step with XLA.
         augment: if given, warps each batch with seeds drawn from `rng`.
+        loss_scale: dynamic loss scaling (float16); None: none.
 
     Returns:
         A `tf.function` taking (images float32 [batch, 784], labels int32
@@ -86,7 +89,8 @@ def make_train_step(
         gradients Adam just applied, one per `model.parameters()` entry. Its
         fixed input signature means it is traced exactly once.
     """
-    train_step = _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay, augment)
+    train_step = _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay, augment,
+                                loss_scale)
     signature = [
         tf.TensorSpec([batch_size, NUM_PIXELS], tf.float32, name="images"),
         tf.TensorSpec([batch_size], tf.int32, name="labels"),
@@ -94,8 +98,10 @@ def make_train_step(
     return tf.function(train_step, input_signature=signature, jit_compile=jit_compile)
 
 
-def _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay, augment):
+def _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay, augment,
+                   loss_scale=None):
     """The Python body of one training step, shared by both traced forms."""
+    scaling = loss_scale is not None and loss_scale.enabled
     parameters = model.parameters()
     kernels = model.kernels()
     use_dropout = model.dropout > 0.0
@@ -115,9 +121,25 @@ def _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay, augme
                 logits = model(images, training=True, seed=seed)
             with tf.name_scope("loss"):
                 loss, per_example = losses.total_loss(logits, labels, kernels, weight_decay)
-        gradients = tape.gradient(loss, parameters)
-        with tf.name_scope("adam"):
-            optimizer.apply(gradients, parameters, schedule(optimizer.step))
+                scaled_loss = loss_scale.scale_loss(loss) if scaling else loss
+        # float32 gradients whatever the compute dtype: the variables are float32
+        # and the gradient of their cast casts back.
+        gradients = tape.gradient(scaled_loss, parameters)
+        if scaling:
+            gradients = loss_scale.unscale(gradients)
+            with tf.name_scope("loss_scale"):
+                finite = loss_scale.update(gradients)
+
+            def apply():
+                optimizer.apply(gradients, parameters, schedule(optimizer.step))
+                return tf.constant(True)
+
+            # A non-finite gradient skips the update: weights, slots and step untouched.
+            with tf.name_scope("adam"):
+                tf.cond(finite, apply, lambda: tf.constant(False))
+        else:
+            with tf.name_scope("adam"):
+                optimizer.apply(gradients, parameters, schedule(optimizer.step))
         with tf.name_scope("metrics"):
             metrics.update(per_example, logits, labels)
         # The gradients are returned for the TensorBoard histograms rather than
@@ -145,6 +167,7 @@ def make_train_loop(
     weight_decay: float = 0.0,
     jit_compile: bool = False,
     augment: AffineAugment | None = None,
+    loss_scale: LossScale | None = None,
 ) -> tf.types.experimental.PolymorphicFunction:
     """Builds a traced loop of training steps over data held as tensors.
 
@@ -165,13 +188,15 @@ def make_train_loop(
         weight_decay: L2 coefficient on the kernels.
         jit_compile: compile the loop with XLA.
         augment: if given, warps each batch with seeds drawn from `rng`.
+        loss_scale: dynamic loss scaling (float16); None: none.
 
     Returns:
         A `tf.function` taking (order int32 [N], first_batch int32 scalar,
         count int32 scalar) and returning the last step's `(loss, gradients)`.
         Every argument is a tensor of fixed shape, so it is traced once.
     """
-    train_step = _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay, augment)
+    train_step = _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay, augment,
+                                loss_scale)
     num_examples = int(images.shape[0])
     zero_gradients = [tf.zeros_like(p) for p in model.parameters()]
     positions = tf.range(batch_size, dtype=tf.int32)

@@ -11,6 +11,7 @@ from absl import app, flags, logging  # noqa: E402
 from mnist_tf import cli, files  # noqa: E402  (cli sets TF's log level before TF loads)
 from mnist_tf.config import (  # noqa: E402
     LR_SCHEDULES,
+    PRECISIONS,
     TrainConfig,
     parse_hidden_sizes,
     parse_profile_steps,
@@ -91,6 +92,17 @@ def define_train_flags() -> None:
                        "Stop as soon as an evaluation's test accuracy reaches this fraction "
                        "(e.g. 0.98) and record when in results.json (target_reached); for "
                        "time-to-accuracy benchmarks. 0: train to the end.")
+    flags.DEFINE_string("precision", _DEFAULTS.precision,
+                        f"Compute precision: {' | '.join(PRECISIONS)}. The mixed ones compute "
+                        "the layers in bfloat16/float16; weights, Adam slots, softmax and loss "
+                        "stay float32; mixed_float16 adds dynamic loss scaling.")
+    flags.DEFINE_string("device", _DEFAULTS.device,
+                        "auto (the first GPU if TensorFlow sees one, else the CPU) | cpu | gpu | "
+                        "gpu:N. Asking for a GPU that is not there is an error.")
+    flags.DEFINE_boolean("enable_tensor_float_32", _DEFAULTS.enable_tensor_float_32,
+                         "Allow TF32 matmuls on GPUs that have them (Ampere and newer): faster, "
+                         "with a 10-bit mantissa. Off by default, so float32 means float32; "
+                         "no effect on CPUs.")
     flags.DEFINE_string("profile_steps", "",
                         "START,END: run TensorFlow's profiler while the global step (as in "
                         "the progress lines) goes from START to END, i.e. over END-START "
@@ -131,6 +143,9 @@ def config_from_flags() -> TrainConfig:
         augment_scale=FLAGS.augment_scale,
         augment_shift_pixels=FLAGS.augment_shift_pixels,
         eval_every_steps=FLAGS.eval_every_steps,
+        precision=FLAGS.precision,
+        device=FLAGS.device,
+        enable_tensor_float_32=FLAGS.enable_tensor_float_32,
         stop_at_test_accuracy=FLAGS.stop_at_test_accuracy,
     )
 

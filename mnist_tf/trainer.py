@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from mnist_tf import analysis, checkpoints, data, files, images, sources
+from mnist_tf import analysis, checkpoints, data, devices, files, images, precision, sources
 from mnist_tf.augment import AffineAugment
 from mnist_tf.config import ConfigError, TrainConfig
 from mnist_tf.errors import UserError
@@ -224,6 +224,17 @@ def train_and_evaluate(
         UserError: for problems with the configuration, data or workdir.
     """
     process_start = time.time() if process_start is None else process_start
+    # Before any work: asking for a GPU that is not there is an error.
+    device = devices.resolve(config.device)
+    devices.set_tensor_float_32(config.enable_tensor_float_32)
+    with tf.device(device):
+        return _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download,
+                                   splits, log, process_start, device)
+
+
+def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, splits, log,
+                        process_start, device):
+    """`train_and_evaluate` inside its device scope."""
     workdir = files.prepare_workdir(workdir)
     check_resume_config(workdir, config)
     set_seeds(config.seed, config.deterministic)
@@ -239,18 +250,29 @@ def train_and_evaluate(
         )
     total_steps = config.train_steps or config.epochs * steps_per_epoch
 
-    model = MLP(config.hidden_sizes, seed=config.seed, dropout=config.dropout)
+    mixed = precision.policy(config.precision)
+    model = MLP(config.hidden_sizes, seed=config.seed, dropout=config.dropout,
+                compute_dtype=mixed.compute_dtype)
     optimizer = Adam(model.parameters())
+    loss_scale = precision.LossScale(enabled=mixed.loss_scaling)
     # Dropout masks come from this generator; it is checkpointed so a resumed
     # run draws the same masks it would have drawn uninterrupted.
     rng = tf.random.Generator.from_seed(config.seed + 1)
     manager = checkpoints.make_manager(
-        workdir, config.keep_checkpoints, model=model, optimizer=optimizer, rng=rng
+        workdir, config.keep_checkpoints, model=model, optimizer=optimizer, rng=rng,
+        loss_scale=loss_scale,
     )
     restored = checkpoints.restore(manager)
-    step = int(optimizer.step.numpy())
+    # Batches trained: Adam's updates plus those skipped for non-finite gradients.
+    step = int(optimizer.step.numpy()) + int(loss_scale.skipped_steps.numpy())
     if restored:
         log(f"Resuming from {restored} at step {step}")
+    log(f"Device: {devices.describe(device)}" + (
+        "; TF32 matmuls on" if config.enable_tensor_float_32 and device.startswith("/GPU")
+        else ""))
+    log(f"Precision: {mixed.name} (compute {mixed.compute_dtype.name}, weights float32"
+        + (f", dynamic loss scale {float(loss_scale.scale.numpy()):g}" if mixed.loss_scaling
+           else "") + ")")
     files.write_json_atomic(os.path.join(workdir, CONFIG_FILE), config.to_dict())
     log(f"Model: {model.num_parameters():,} parameters, hidden sizes "
         f"{list(config.hidden_sizes)}; {splits.num_train} train / {splits.num_validation} "
@@ -269,11 +291,11 @@ def train_and_evaluate(
         # per-step tf.data hand-off, and several steps per traced call.
         train_fn = make_train_loop(model, optimizer, schedule, rng, train_metrics,
                                    config.batch_size, splits.train.images, splits.train.labels,
-                                   config.weight_decay, config.jit_compile, augment)
+                                   config.weight_decay, config.jit_compile, augment, loss_scale)
     else:
         train_fn = make_train_step(model, optimizer, schedule, rng, train_metrics,
                                    config.batch_size, config.weight_decay, config.jit_compile,
-                                   augment)
+                                   augment, loss_scale)
     eval_step = make_eval_step(model, eval_metrics, config.eval_batch_size, config.jit_compile)
     writers = SummaryWriters(workdir)
     # The train step's graph, for TensorBoard's Graphs tab. The input signature
@@ -346,14 +368,19 @@ def train_and_evaluate(
                     first_interval = False
                     steady = train_examples / train_seconds if train_seconds else rate
                     eta = (total_steps - step) * config.batch_size / max(steady, 1e-9)
-                    learning_rate = float(schedule(tf.constant(step - 1, tf.int64)))
+                    # The rate of the last update applied (the schedule follows Adam's step).
+                    learning_rate = float(schedule(tf.maximum(optimizer.step - 1, 0)))
                     log(f"step {step}/{total_steps} | epoch {step / steps_per_epoch:.2f} | "
                         f"loss {metrics['loss']:.4f} | accuracy {metrics['accuracy']:.2%} | "
                         f"{rate:,.0f} examples/s | ETA {_format_duration(eta)}")
-                    writers.scalars("train", step, {
+                    scalars = {
                         "loss": metrics["loss"], "accuracy": metrics["accuracy"],
                         "learning_rate": learning_rate, "examples_per_second": rate,
-                    })
+                    }
+                    if mixed.loss_scaling:
+                        scalars["loss_scale"] = float(loss_scale.scale.numpy())
+                        scalars["skipped_steps"] = float(loss_scale.skipped_steps.numpy())
+                    writers.scalars("train", step, scalars)
                     train_metrics.reset()
                 pause_start = time.perf_counter()
                 every = config.histogram_every_steps

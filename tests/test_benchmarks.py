@@ -25,9 +25,12 @@ def test_train_throughput_reports_both_trainers_and_the_matmul_rate(tmp_path):
     result, lines = run_benchmark(
         "train_throughput.py", "--hidden_sizes=16", "--batch_size=64", "--examples=1024",
         "--repeats=1", "--pipeline=device", "--steps_per_call=4", "--jit_compile",
-        "--dropout=0.1", f"--data_dir={tmp_path}", f"--output={out}")
+        "--dropout=0.1", "--matmul_size=256", "--precision=mixed_bfloat16",
+        f"--data_dir={tmp_path}", f"--output={out}")
     assert json.loads(out.read_text()) == result
-    assert result["data"] == "random"
+    assert result["data"] == "random" and result["precision"] == "mixed_bfloat16"
+    assert result["matmul_gflops"] == max(result["matmul_gflops_tf_kernel"],
+                                          result["matmul_gflops_xla"])
     assert result["examples_per_second"] > 0 and result["keras_fit_examples_per_second"] > 0
     assert result["speedup_vs_keras_fit"] == round(
         result["examples_per_second"] / result["keras_fit_examples_per_second"], 3)

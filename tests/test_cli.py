@@ -74,7 +74,8 @@ def test_train_then_resume_from_the_command_line(tmp_path, small_data_dir):
     workdir = tmp_path / "run"
     common = [f"--flagfile={REPO / 'configs' / 'default.cfg'}", f"--workdir={workdir}",
               f"--data_dir={small_data_dir}", "--nodownload", "--hidden_sizes=32",
-              "--batch_size=50", "--validation_size=100", "--log_every_steps=4"]
+              "--batch_size=50", "--validation_size=100", "--log_every_steps=4",
+              "--nojit_compile"]  # XLA compile time is not what this test is about.
     first = train(*common, "--train_steps=12", "--plot")
     assert first.returncode == 0, first.stderr
     out = first.stdout

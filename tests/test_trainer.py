@@ -178,6 +178,10 @@ def test_steps_per_call_does_not_change_the_result(tmp_path, small_data_dir):
     many, _ = run(TrainConfig(**FAST, steps_per_call=7, jit_compile=False), tmp_path / "many",
                   small_data_dir)
     assert one["params_sha256"] == many["params_sha256"]
+    # The tf.data pipeline feeds the same batches, in the same order.
+    piped, _ = run(TrainConfig(**{**FAST, "data_on_device": False}), tmp_path / "piped",
+                   small_data_dir)
+    assert piped["params_sha256"] == one["params_sha256"]
 
 
 def test_data_on_device_resumes_exactly(tmp_path, small_data_dir):
