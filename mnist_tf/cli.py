@@ -25,12 +25,17 @@ _STARTUP_NOISE = re.compile(
 )
 
 
-def import_tensorflow_quietly():
+def import_tensorflow_quietly(setup=None):
     """Imports TensorFlow and initialises its devices without the C++ start-up noise.
 
     File descriptor 2 is captured while TensorFlow loads and probes for GPUs;
     lines that are not known noise are written back to stderr afterwards, so
     real errors stay visible.
+
+    Args:
+        setup: if given, called after the import and before TensorFlow's
+            runtime starts (logical devices and collective ops can only be
+            configured then); its UserError propagates.
 
     Returns:
         The `tensorflow` module.
@@ -38,6 +43,8 @@ def import_tensorflow_quietly():
     if VERBOSE:
         import tensorflow as tf
 
+        if setup is not None:
+            setup()
         return tf
     sys.stderr.flush()
     saved = os.dup(2)
@@ -46,6 +53,8 @@ def import_tensorflow_quietly():
         try:
             import tensorflow as tf
 
+            if setup is not None:
+                setup()
             tf.config.list_logical_devices()  # Device start-up logs here (cuInit).
         finally:
             sys.stderr.flush()

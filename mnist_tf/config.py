@@ -10,6 +10,7 @@ from mnist_tf.errors import UserError
 
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # See mnist_tf/precision.py.
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")  # See mnist_tf/distribute.py.
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|gpu|gpu:\d+)$")  # See mnist_tf/devices.py.
 # Fields that can change what a run learns: logged as TensorBoard HParams so
 # runs sharing a --logdir compare side by side. Logging-only fields (intervals,
@@ -131,6 +132,10 @@ class TrainConfig:
     device: str = "auto"
     # TF32 matmuls on GPUs that have them; off, so float32 means float32.
     enable_tensor_float_32: bool = False
+    # none | mirrored | multi_worker (mnist_tf/distribute.py); batch_size is global.
+    distribution: str = "none"
+    # Logical CPU devices to split the CPU into, for mirrored runs without GPUs.
+    cpu_replicas: int = 1
 
     def __post_init__(self):
         # A config read back from config.json holds a list; keep the frozen
@@ -150,7 +155,7 @@ class TrainConfig:
             if size <= 0:
                 raise ConfigError("hidden_sizes", f"sizes must be positive, got {size}")
         for name in ("batch_size", "epochs", "log_every_steps", "checkpoint_every_steps",
-                     "keep_checkpoints", "eval_batch_size", "steps_per_call"):
+                     "keep_checkpoints", "eval_batch_size", "steps_per_call", "cpu_replicas"):
             positive(name)
         if self.steps_per_call > 1 and not self.data_on_device:
             raise ConfigError("steps_per_call", f"{self.steps_per_call} needs --data_on_device "
@@ -185,6 +190,15 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ConfigError("precision", f"unknown precision {self.precision!r}; choose one "
                               f"of {', '.join(PRECISIONS)}")
+        if self.distribution not in DISTRIBUTIONS:
+            raise ConfigError("distribution", f"unknown distribution {self.distribution!r}; "
+                              f"choose one of {', '.join(DISTRIBUTIONS)}")
+        if self.distribution != "none" and self.data_on_device:
+            raise ConfigError("data_on_device", "cannot be combined with --distribution="
+                              f"{self.distribution} (distributed runs feed tf.data batches)")
+        if self.cpu_replicas > 1 and self.distribution != "mirrored":
+            raise ConfigError("cpu_replicas", f"{self.cpu_replicas} needs "
+                              "--distribution=mirrored (it splits the CPU into replicas)")
         if not DEVICE_PATTERN.match(self.device):
             raise ConfigError("device", f"{self.device!r} is not one of auto, cpu, gpu, gpu:N "
                               "(e.g. gpu:0)")

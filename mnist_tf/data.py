@@ -236,6 +236,18 @@ def train_batches(
     return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+def for_distribution(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Marks a dataset of global batches for `strategy.experimental_distribute_dataset`.
+
+    The batches come from tensors in memory, not files, so workers shard by
+    data: tf.distribute splits each global batch into per-replica batches and
+    every replica, on every worker, takes its own slice of every global batch.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
 def eval_batches(examples: Examples, batch_size: int) -> tf.data.Dataset:
     """Returns (images, labels, mask) batches in order, the last one padded to `batch_size`."""
     count = len(examples)

@@ -40,6 +40,12 @@ class Metrics(tf.Module):
         self.correct.assign_add(tf.reduce_sum(tf.cast(correct, tf.int64)))
         self.count.assign_add(count)
 
+    def add(self, loss_sum: tf.Tensor, correct: tf.Tensor, count: tf.Tensor | int) -> None:
+        """Adds sums already reduced over a batch (and over replicas)."""
+        self.loss_sum.assign_add(tf.cast(loss_sum, tf.float64))
+        self.correct.assign_add(tf.cast(correct, tf.int64))
+        self.count.assign_add(tf.cast(count, tf.int64))
+
     def result(self) -> dict[str, float]:
         """Returns {"loss", "accuracy", "count"} as Python numbers (syncs with the device)."""
         count = int(self.count.numpy())
@@ -220,6 +226,109 @@ def make_train_loop(
         tf.TensorSpec([], tf.int32, name="count"),
     ]
     return tf.function(train_loop, input_signature=signature, jit_compile=jit_compile)
+
+
+def make_distributed_train_step(
+    strategy: tf.distribute.Strategy,
+    model: MLP,
+    optimizer: Adam,
+    schedule,
+    rng: tf.random.Generator,
+    metrics: Metrics,
+    global_batch_size: int,
+    weight_decay: float = 0.0,
+    jit_compile: bool = False,
+    augment: AffineAugment | None = None,
+    loss_scale: LossScale | None = None,
+) -> tf.types.experimental.PolymorphicFunction:
+    """Builds the training step for a `tf.distribute` strategy.
+
+    Each replica computes the gradients of its share of the global batch,
+    with the loss averaged over the *global* batch
+    (`tf.nn.compute_average_loss`), so that the SUM of the replicas'
+    gradients (`strategy.reduce`) is the gradient of the global batch's mean
+    loss. Adam then applies that sum once, in cross-replica context, which
+    updates every replica's copy of the mirrored variables alike.
+
+    Args:
+        strategy: the strategy whose scope created the model, optimizer and
+            loss-scale variables.
+        model: the model; its `parameters()` are trained.
+        optimizer: Adam holding the slots for those parameters.
+        schedule: maps the int64 step to the float32 learning rate.
+        rng: dropout and augmentation seeds are drawn from it, once per step
+            in cross-replica context; each replica offsets them by its id.
+        metrics: training-loss/accuracy accumulators (updated with sums).
+        global_batch_size: examples per step over all replicas.
+        weight_decay: L2 coefficient on the kernels.
+        jit_compile: compile each replica's computation with XLA.
+        augment: if given, warps each batch.
+        loss_scale: dynamic loss scaling (float16); None: none.
+
+    Returns:
+        A `tf.function` taking an iterator over the strategy's distributed
+        dataset (global batches of (images, labels)) and returning the
+        global mean loss and the applied (summed) gradients.
+    """
+    parameters = model.parameters()
+    kernels = model.kernels()
+    use_dropout = model.dropout > 0.0
+    scaling = loss_scale is not None and loss_scale.enabled
+    replicas = strategy.num_replicas_in_sync
+
+    def replica_step(images, labels, dropout_seed, augment_seed):
+        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group,
+                          tf.int64)
+        # Different masks and warps on each replica's examples.
+        offset = tf.stack([replica, tf.constant(0, tf.int64)])
+        if augment is not None:
+            images = augment(images, augment_seed + offset)
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True,
+                           seed=dropout_seed + offset if use_dropout else None)
+            per_example = losses.cross_entropy(logits, labels)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+            if weight_decay:
+                # Once in the sum over replicas.
+                loss += weight_decay * losses.l2_penalty(kernels) / replicas
+            scaled_loss = loss_scale.scale_loss(loss) if scaling else loss
+        gradients = tape.gradient(scaled_loss, parameters)
+        correct = tf.reduce_sum(tf.cast(
+            tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.int64))
+        return gradients, loss, tf.reduce_sum(per_example), correct
+
+    if jit_compile:
+        replica_step = tf.function(replica_step, jit_compile=True)
+
+    def train_step(iterator):
+        images, labels = next(iterator)
+        # The same draws, in the same order, as the single-device step.
+        no_seed = tf.zeros([2], tf.int64)
+        dropout_seed = rng.make_seeds(1)[:, 0] if use_dropout else no_seed
+        augment_seed = rng.make_seeds(1)[:, 0] if augment is not None else no_seed
+        gradients, loss, loss_sum, correct = strategy.run(
+            replica_step, args=(images, labels, dropout_seed, augment_seed))
+
+        def total(value):
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+
+        gradients = [total(g) for g in gradients]
+        loss = total(loss)
+        if scaling:
+            gradients = loss_scale.unscale(gradients)
+            finite = loss_scale.update(gradients)
+
+            def apply():
+                optimizer.apply(gradients, parameters, schedule(optimizer.step))
+                return tf.constant(True)
+
+            tf.cond(finite, apply, lambda: tf.constant(False))
+        else:
+            optimizer.apply(gradients, parameters, schedule(optimizer.step))
+        metrics.add(total(loss_sum), total(correct), global_batch_size)
+        return loss, gradients
+
+    return tf.function(train_step)
 
 
 def make_eval_step(

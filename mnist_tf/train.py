@@ -10,6 +10,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from mnist_tf import cli, files  # noqa: E402  (cli sets TF's log level before TF loads)
 from mnist_tf.config import (  # noqa: E402
+    DISTRIBUTIONS,
     LR_SCHEDULES,
     PRECISIONS,
     TrainConfig,
@@ -103,6 +104,15 @@ def define_train_flags() -> None:
                          "Allow TF32 matmuls on GPUs that have them (Ampere and newer): faster, "
                          "with a 10-bit mantissa. Off by default, so float32 means float32; "
                          "no effect on CPUs.")
+    flags.DEFINE_string("distribution", _DEFAULTS.distribution,
+                        f"{' | '.join(DISTRIBUTIONS)}: tf.distribute strategy of the training "
+                        "loop. mirrored: MirroredStrategy over this machine's GPUs (or "
+                        "--cpu_replicas logical CPUs); multi_worker: "
+                        "MultiWorkerMirroredStrategy, one process per worker, each given its "
+                        "role by TF_CONFIG. --batch_size is the global batch.")
+    flags.DEFINE_integer("cpu_replicas", _DEFAULTS.cpu_replicas,
+                         "With --distribution=mirrored and no GPU: split the CPU into this many "
+                         "logical devices (replicas), e.g. to try mirrored training on a laptop.")
     flags.DEFINE_string("profile_steps", "",
                         "START,END: run TensorFlow's profiler while the global step (as in "
                         "the progress lines) goes from START to END, i.e. over END-START "
@@ -146,6 +156,8 @@ def config_from_flags() -> TrainConfig:
         precision=FLAGS.precision,
         device=FLAGS.device,
         enable_tensor_float_32=FLAGS.enable_tensor_float_32,
+        distribution=FLAGS.distribution,
+        cpu_replicas=FLAGS.cpu_replicas,
         stop_at_test_accuracy=FLAGS.stop_at_test_accuracy,
     )
 
@@ -162,7 +174,14 @@ def main(argv: list[str]) -> None:
             raise UserError("--workdir: must not be empty")
         files.prepare_workdir(FLAGS.workdir)
         # Imported here so that bad flags are rejected before TensorFlow loads.
-        cli.import_tensorflow_quietly()
+        made = {}
+
+        def make_strategy():  # Before TensorFlow's runtime starts (see distribute.py).
+            from mnist_tf import distribute
+
+            made["strategy"] = distribute.make_strategy(config.distribution, config.cpu_replicas)
+
+        cli.import_tensorflow_quietly(setup=make_strategy)
         from mnist_tf import trainer
 
         if FLAGS.plot:
@@ -172,6 +191,7 @@ def main(argv: list[str]) -> None:
         trainer.train_and_evaluate(
             config, FLAGS.workdir, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
             allow_download=FLAGS.download, process_start=_PROCESS_START,
+            strategy=made["strategy"],
         )
         if FLAGS.plot:
             plot.plot_workdir(FLAGS.workdir, data_dir=FLAGS.data_dir,

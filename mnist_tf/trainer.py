@@ -13,24 +13,43 @@ Workdir layout:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import random
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
-from mnist_tf import analysis, checkpoints, data, devices, files, images, precision, sources
+from mnist_tf import (
+    analysis,
+    checkpoints,
+    data,
+    devices,
+    distribute,
+    files,
+    images,
+    precision,
+    sources,
+)
 from mnist_tf.augment import AffineAugment
 from mnist_tf.config import ConfigError, TrainConfig
 from mnist_tf.errors import UserError
 from mnist_tf.model import MLP, params_sha256
 from mnist_tf.optimizers import Adam
 from mnist_tf.schedules import make_schedule
-from mnist_tf.steps import Metrics, make_eval_step, make_train_loop, make_train_step
+from mnist_tf.steps import (
+    Metrics,
+    make_distributed_train_step,
+    make_eval_step,
+    make_train_loop,
+    make_train_step,
+)
 from mnist_tf.summaries import ProfilerWindow, SummaryWriters
 
 CONFIG_FILE = "config.json"
@@ -204,6 +223,7 @@ def train_and_evaluate(
     splits: data.Splits | None = None,
     log: Callable[[str], None] = print,
     process_start: float | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> dict:
     """Trains (or resumes) a model as `config` says and evaluates it.
 
@@ -216,9 +236,13 @@ def train_and_evaluate(
         splits: preprocessed splits to use instead of loading MNIST (tests).
         log: receives console lines.
         process_start: `time.time()` at process start, for `wall_seconds`.
+        strategy: the `tf.distribute` strategy of `config.distribution`,
+            created by the entry point before TensorFlow started
+            (`distribute.make_strategy`); None: made here if needed (possible
+            for `mirrored` without extra CPU replicas only).
 
     Returns:
-        The results, also written to `workdir/results.json`.
+        The results, also written to `workdir/results.json` (by the chief).
 
     Raises:
         UserError: for problems with the configuration, data or workdir.
@@ -227,13 +251,28 @@ def train_and_evaluate(
     # Before any work: asking for a GPU that is not there is an error.
     device = devices.resolve(config.device)
     devices.set_tensor_float_32(config.enable_tensor_float_32)
-    with tf.device(device):
-        return _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download,
-                                   splits, log, process_start, device)
+    if strategy is None and config.distribution != "none":
+        strategy = distribute.make_strategy(config.distribution)
+    replicas = distribute.num_replicas(strategy)
+    if config.batch_size % replicas:
+        raise ConfigError("batch_size", f"{config.batch_size} (the global batch) does not split "
+                          f"evenly over {replicas} replicas")
+    chief = distribute.is_chief(strategy)
+    # Workers other than the chief write their checkpoints, summaries and
+    # results to a scratch directory that is deleted at the end: only the
+    # chief's outputs are the run's (tf.distribute's multi-worker recipe).
+    write_dir = workdir if chief else tempfile.mkdtemp(prefix="mnist_tf_worker_")
+    try:
+        with tf.device(device):
+            return _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download,
+                                       splits, log, process_start, device, strategy, write_dir)
+    finally:
+        if not chief:
+            shutil.rmtree(write_dir, ignore_errors=True)
 
 
 def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, splits, log,
-                        process_start, device):
+                        process_start, device, strategy, write_dir):
     """`train_and_evaluate` inside its device scope."""
     workdir = files.prepare_workdir(workdir)
     check_resume_config(workdir, config)
@@ -251,10 +290,14 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
     total_steps = config.train_steps or config.epochs * steps_per_epoch
 
     mixed = precision.policy(config.precision)
-    model = MLP(config.hidden_sizes, seed=config.seed, dropout=config.dropout,
-                compute_dtype=mixed.compute_dtype)
-    optimizer = Adam(model.parameters())
-    loss_scale = precision.LossScale(enabled=mixed.loss_scaling)
+    # Under a strategy, the trained state is created as mirrored variables
+    # (one copy per replica, kept equal); the checkpoint holds one copy, so
+    # checkpoints move freely between strategies.
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model = MLP(config.hidden_sizes, seed=config.seed, dropout=config.dropout,
+                    compute_dtype=mixed.compute_dtype)
+        optimizer = Adam(model.parameters())
+        loss_scale = precision.LossScale(enabled=mixed.loss_scaling)
     # Dropout masks come from this generator; it is checkpointed so a resumed
     # run draws the same masks it would have drawn uninterrupted.
     rng = tf.random.Generator.from_seed(config.seed + 1)
@@ -263,6 +306,12 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
         loss_scale=loss_scale,
     )
     restored = checkpoints.restore(manager)
+    if write_dir != workdir:
+        # Restored from the run's workdir (shared storage), saved to scratch.
+        manager = checkpoints.make_manager(
+            write_dir, config.keep_checkpoints, model=model, optimizer=optimizer, rng=rng,
+            loss_scale=loss_scale,
+        )
     # Batches trained: Adam's updates plus those skipped for non-finite gradients.
     step = int(optimizer.step.numpy()) + int(loss_scale.skipped_steps.numpy())
     if restored:
@@ -270,10 +319,13 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
     log(f"Device: {devices.describe(device)}" + (
         "; TF32 matmuls on" if config.enable_tensor_float_32 and device.startswith("/GPU")
         else ""))
+    if strategy is not None:
+        log(f"Distribution: {distribute.describe(strategy)}; global batch {config.batch_size}, "
+            f"{config.batch_size // distribute.num_replicas(strategy)} per replica")
     log(f"Precision: {mixed.name} (compute {mixed.compute_dtype.name}, weights float32"
         + (f", dynamic loss scale {float(loss_scale.scale.numpy()):g}" if mixed.loss_scaling
            else "") + ")")
-    files.write_json_atomic(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+    files.write_json_atomic(os.path.join(write_dir, CONFIG_FILE), config.to_dict())
     log(f"Model: {model.num_parameters():,} parameters, hidden sizes "
         f"{list(config.hidden_sizes)}; {splits.num_train} train / {splits.num_validation} "
         f"validation / {splits.num_test} test examples; {steps_per_epoch} steps per epoch, "
@@ -286,7 +338,11 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
     if config.augments:
         augment = AffineAugment(config.augment_rotation_degrees, config.augment_scale,
                                 config.augment_shift_pixels)
-    if config.data_on_device:
+    if strategy is not None:
+        train_fn = make_distributed_train_step(
+            strategy, model, optimizer, schedule, rng, train_metrics, config.batch_size,
+            config.weight_decay, config.jit_compile, augment, loss_scale)
+    elif config.data_on_device:
         # The whole (small) training split as tensors, indexed per step: no
         # per-step tf.data hand-off, and several steps per traced call.
         train_fn = make_train_loop(model, optimizer, schedule, rng, train_metrics,
@@ -297,10 +353,12 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
                                    config.batch_size, config.weight_decay, config.jit_compile,
                                    augment, loss_scale)
     eval_step = make_eval_step(model, eval_metrics, config.eval_batch_size, config.jit_compile)
-    writers = SummaryWriters(workdir)
-    # The train step's graph, for TensorBoard's Graphs tab. The input signature
-    # is fixed, so this is the one trace the first call would otherwise do.
-    writers.graph("train", train_fn.get_concrete_function().graph)
+    writers = SummaryWriters(write_dir)
+    if strategy is None:
+        # The train step's graph, for TensorBoard's Graphs tab. The input signature
+        # is fixed, so this is the one trace the first call would otherwise do.
+        # (The distributed step takes an iterator; its graph is not drawn.)
+        writers.graph("train", train_fn.get_concrete_function().graph)
     # One HParams row per workdir (see SummaryWriters.hparams); the final
     # metrics are added to the same run at the end.
     writers.hparams(config.hparams())
@@ -341,8 +399,12 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
             if config.data_on_device:
                 order = data.epoch_order(splits.num_train, config.seed, epoch)
             else:
-                batches = iter(data.train_batches(splits.train, config.batch_size,
-                                                  config.seed, epoch, skip_batches=offset))
+                batches = data.train_batches(splits.train, config.batch_size, config.seed,
+                                             epoch, skip_batches=offset)
+                if strategy is not None:
+                    batches = strategy.experimental_distribute_dataset(
+                        data.for_distribution(batches))
+                batches = iter(batches)
             while step < epoch_end:
                 # Each call ends exactly where something is due (a log line, a
                 # checkpoint, histograms, the profiler, the epoch's end), so the
@@ -353,6 +415,8 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
                     first = step - epoch * steps_per_epoch
                     _, gradients = train_fn(order, tf.constant(first, tf.int32),
                                             tf.constant(stop - step, tf.int32))
+                elif strategy is not None:
+                    _, gradients = train_fn(batches)
                 else:
                     _, gradients = train_fn(*next(batches))
                 step = stop
@@ -455,11 +519,14 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
         for name in ("accuracy", "loss")
     })
     writers.close()
-    files.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
+    files.write_json_atomic(os.path.join(write_dir, RESULTS_FILE), results)
+    log(f"Parameters: sha256 {results['params_sha256']}")
     val = results["validation_accuracy"]
     log(f"Done: step {step}, test accuracy {results['test_accuracy']:.2%}, test loss "
         f"{results['test_loss']:.4f}"
         + (f", validation accuracy {val:.2%}" if val is not None else "")
         + f"; {_format_rate(results['train_examples_per_second'])} train examples/s; "
-        f"{results['wall_seconds']:.1f}s wall. Results: {os.path.join(workdir, RESULTS_FILE)}")
+        f"{results['wall_seconds']:.1f}s wall. Results: "
+        + (os.path.join(workdir, RESULTS_FILE) if write_dir == workdir
+           else "written by the chief"))
     return results

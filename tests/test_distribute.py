@@ -1,0 +1,144 @@
+"""--distribution: MirroredStrategy and MultiWorkerMirroredStrategy in the custom loop.
+
+Both need TensorFlow's runtime configured before it starts (logical CPU
+devices, collective ops), so every run here is a real `python -m
+mnist_tf.train` subprocess.
+"""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO, assert_usage_error, run_module
+
+from mnist_tf import distribute, inference
+from mnist_tf.config import ConfigError, TrainConfig
+from mnist_tf.errors import UserError
+
+# Dropout off: the replicas draw their own masks, so only then is a mirrored
+# step the same arithmetic as a single-device step on the same global batch.
+COMMON = ["--hidden_sizes=32", "--batch_size=64", "--train_steps=16", "--validation_size=100",
+          "--log_every_steps=4", "--checkpoint_every_steps=8", "--histogram_every_steps=0",
+          "--eval_batch_size=100", "--learning_rate=3e-3", "--nodownload", "--deterministic"]
+
+
+def train(workdir, data_dir, *flags):
+    return run_module("mnist_tf.train", f"--workdir={workdir}", f"--data_dir={data_dir}",
+                      *COMMON, *flags)
+
+
+def weights(workdir):
+    return [v.numpy() for v in inference.load_model(str(workdir)).model.parameters()]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, small_data_dir):
+    """The reference: the same 16 steps on one device, no strategy."""
+    workdir = tmp_path_factory.mktemp("single")
+    result = train(workdir, small_data_dir)
+    assert result.returncode == 0, result.stderr
+    return workdir
+
+
+def test_mirrored_over_two_cpus_matches_one_device(tmp_path, small_data_dir, single):
+    mirrored = train(tmp_path / "mirrored", small_data_dir, "--distribution=mirrored",
+                     "--cpu_replicas=2")
+    assert mirrored.returncode == 0, mirrored.stderr
+    assert "Distribution: MirroredStrategy, 2 replicas in sync" in mirrored.stdout
+    assert "32 per replica" in mirrored.stdout
+    one = json.loads((single / "results.json").read_text())
+    two = json.loads((tmp_path / "mirrored" / "results.json").read_text())
+    assert two["global_step"] == one["global_step"] == 16
+    assert two["test_loss"] == pytest.approx(one["test_loss"], rel=1e-4)
+    for a, b in zip(weights(single), weights(tmp_path / "mirrored")):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoints_move_between_strategies(tmp_path, small_data_dir, single):
+    # Half the steps under MirroredStrategy, then resumed without a strategy.
+    workdir = tmp_path / "run"
+    first = train(workdir, small_data_dir, "--distribution=mirrored", "--cpu_replicas=2",
+                  "--train_steps=8")
+    assert first.returncode == 0, first.stderr
+    second = train(workdir, small_data_dir, "--train_steps=16")
+    assert second.returncode == 0, second.stderr
+    assert "Resuming from" in second.stdout and "at step 8" in second.stdout
+    for a, b in zip(weights(workdir), weights(single)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_train_and_end_with_identical_parameters(tmp_path, small_data_dir):
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    workdir = tmp_path / "run"
+    processes = []
+    try:
+        for index in range(2):
+            env = dict(os.environ, TF_CONFIG=json.dumps(
+                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "mnist_tf.train", f"--workdir={workdir}",
+                 f"--data_dir={small_data_dir}", *COMMON, "--distribution=multi_worker"],
+                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        outputs = [p.communicate(timeout=240) for p in processes]
+    finally:
+        for p in processes:  # Never leave a worker behind, whatever happened.
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (out, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-3000:]
+        assert "MultiWorkerMirroredStrategy, 2 replicas in sync" in out
+    hashes = [line for out, _ in outputs for line in out.splitlines()
+              if line.startswith("Parameters: sha256 ")]
+    assert len(hashes) == 2 and hashes[0] == hashes[1]
+    assert "(chief)" in outputs[0][0] and "(chief)" not in outputs[1][0]
+    # Only the chief wrote the run's outputs.
+    results = json.loads((workdir / "results.json").read_text())
+    assert hashes[0].endswith(results["params_sha256"])
+    assert results["global_step"] == 16
+    assert "written by the chief" in outputs[1][0]
+
+
+@pytest.mark.parametrize("text, fragment", [
+    (None, "--distribution=multi_worker needs the TF_CONFIG environment variable"),
+    ("{not json", "TF_CONFIG: not a cluster and task"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}',
+     "TF_CONFIG: not a cluster and task"),
+    ('{"cluster": {"worker": ["a:1"]}}', "TF_CONFIG: not a cluster and task"),
+])
+def test_unusable_tf_config_is_a_clear_error(text, fragment):
+    with pytest.raises(UserError, match=re.escape(fragment)):
+        distribute.check_tf_config(text)
+
+
+@pytest.mark.parametrize("fields, fragments", [
+    (dict(distribution="ring"), ["--distribution", "ring", "mirrored"]),
+    (dict(distribution="mirrored", data_on_device=True), ["--data_on_device", "mirrored"]),
+    (dict(cpu_replicas=2), ["--cpu_replicas", "--distribution=mirrored"]),
+])
+def test_bad_distribution_configs(fields, fragments):
+    with pytest.raises(ConfigError) as error:
+        TrainConfig(**fields)
+    assert all(fragment in str(error.value) for fragment in fragments), error.value
+
+
+def test_cli_refuses_a_batch_that_does_not_split_over_the_replicas(tmp_path, small_data_dir):
+    result = run_module("mnist_tf.train", f"--workdir={tmp_path}", f"--data_dir={small_data_dir}",
+                        "--nodownload", "--distribution=mirrored", "--cpu_replicas=3",
+                        "--batch_size=64")
+    assert_usage_error(result, "--batch_size", "64", "3 replicas")
