@@ -32,44 +32,50 @@ def train(workdir, data_dir, *flags):
                       *COMMON, *flags)
 
 
-def weights(workdir):
-    return [v.numpy() for v in inference.load_model(str(workdir)).model.parameters()]
+def weights(workdir, step=None):
+    checkpoint = None if step is None else str(workdir / "checkpoints" / f"ckpt-{step}")
+    return [v.numpy() for v in inference.load_model(str(workdir), checkpoint).model.parameters()]
+
+
+def logged_loss(stdout, step):
+    """The training loss of the progress line at `step`."""
+    line = next(line for line in stdout.splitlines() if line.startswith(f"step {step}/"))
+    return float(line.split("| loss ")[1].split()[0])
 
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory, small_data_dir):
-    """The reference: the same 16 steps on one device, no strategy."""
+    """The reference: 16 steps on one device, no strategy (checkpoints at 8 and 16)."""
     workdir = tmp_path_factory.mktemp("single")
     result = train(workdir, small_data_dir)
     assert result.returncode == 0, result.stderr
-    return workdir
+    return workdir, result.stdout
 
 
-def test_mirrored_over_two_cpus_matches_one_device(tmp_path, small_data_dir, single):
-    mirrored = train(tmp_path / "mirrored", small_data_dir, "--distribution=mirrored",
-                     "--cpu_replicas=2")
+def test_mirrored_matches_one_device_and_its_checkpoint_resumes_without(
+        tmp_path, small_data_dir, single):
+    reference, reference_out = single
+    # 8 steps under MirroredStrategy over two logical CPUs: the same global
+    # batches as the reference, split 32 + 32.
+    workdir = tmp_path / "run"
+    mirrored = train(workdir, small_data_dir, "--distribution=mirrored", "--cpu_replicas=2",
+                     "--train_steps=8")
     assert mirrored.returncode == 0, mirrored.stderr
     assert "Distribution: MirroredStrategy, 2 replicas in sync" in mirrored.stdout
     assert "32 per replica" in mirrored.stdout
-    one = json.loads((single / "results.json").read_text())
-    two = json.loads((tmp_path / "mirrored" / "results.json").read_text())
-    assert two["global_step"] == one["global_step"] == 16
+    assert logged_loss(mirrored.stdout, 8) == pytest.approx(logged_loss(reference_out, 8),
+                                                            rel=1e-4)
+    for a, b in zip(weights(workdir, 8), weights(reference, 8)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # Its checkpoint resumes without a strategy and ends where the reference did.
+    resumed = train(workdir, small_data_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming from" in resumed.stdout and "at step 8" in resumed.stdout
+    for a, b in zip(weights(workdir), weights(reference)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    one = json.loads((reference / "results.json").read_text())
+    two = json.loads((workdir / "results.json").read_text())
     assert two["test_loss"] == pytest.approx(one["test_loss"], rel=1e-4)
-    for a, b in zip(weights(single), weights(tmp_path / "mirrored")):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-
-
-def test_checkpoints_move_between_strategies(tmp_path, small_data_dir, single):
-    # Half the steps under MirroredStrategy, then resumed without a strategy.
-    workdir = tmp_path / "run"
-    first = train(workdir, small_data_dir, "--distribution=mirrored", "--cpu_replicas=2",
-                  "--train_steps=8")
-    assert first.returncode == 0, first.stderr
-    second = train(workdir, small_data_dir, "--train_steps=16")
-    assert second.returncode == 0, second.stderr
-    assert "Resuming from" in second.stdout and "at step 8" in second.stdout
-    for a, b in zip(weights(workdir), weights(single)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def free_ports(count):
