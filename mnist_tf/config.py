@@ -196,6 +196,11 @@ class TrainConfig:
         if self.distribution != "none" and self.data_on_device:
             raise ConfigError("data_on_device", "cannot be combined with --distribution="
                               f"{self.distribution} (distributed runs feed tf.data batches)")
+        if self.distribution != "none" and self.jit_compile:
+            raise ConfigError("jit_compile", "cannot be combined with --distribution="
+                              f"{self.distribution} here (XLA cannot compile a replica's step "
+                              "that reads mirrored variables placed on other devices); add "
+                              "--nojit_compile")
         if self.cpu_replicas > 1 and self.distribution != "mirrored":
             raise ConfigError("cpu_replicas", f"{self.cpu_replicas} needs "
                               "--distribution=mirrored (it splits the CPU into replicas)")

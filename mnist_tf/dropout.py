@@ -40,15 +40,20 @@ def _key(seed: tf.Tensor) -> tf.Tensor:
     return key
 
 
-def keep_mask(shape: tf.TensorShape, rate: float, seed: tf.Tensor) -> tf.Tensor:
+def keep_mask(shape: tf.TensorShape | tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
     """Bool mask of `shape`, each element True with probability 1 - rate.
 
     Args:
-        shape: static shape of the mask (at most 2**32 elements).
+        shape: shape of the mask (at most 2**32 elements): a static shape,
+            or an int32 shape tensor where the batch size is only known at run
+            time (tf.distribute's per-replica batches).
         rate: drop probability in [0, 1).
         seed: int [2]; the mask is a pure function of (seed, shape, rate).
     """
-    size = shape.num_elements()
+    if isinstance(shape, tf.TensorShape):
+        size = shape.num_elements()
+    else:
+        size = tf.reduce_prod(shape)
     # Range has no uint32 CPU kernel; bitcast reinterprets int32 [0, size) as is.
     index = tf.bitcast(tf.range(size, dtype=tf.int32), tf.uint32)
     bits = _lowbias32(tf.bitwise.bitwise_xor(index, _key(seed)))
@@ -60,7 +65,7 @@ def dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
     """Inverted dropout: zeroes each element with probability `rate`, scales the rest by 1/(1-rate).
 
     Args:
-        x: a tensor with a static shape.
+        x: a tensor.
         rate: drop probability in [0, 1).
         seed: int [2] seed of the mask.
 
@@ -72,4 +77,5 @@ def dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
     if rate == 0.0:
         return x
     scale = tf.constant(1.0 / (1.0 - rate), x.dtype)
-    return tf.where(keep_mask(x.shape, rate, seed), x * scale, tf.zeros_like(x))
+    shape = x.shape if x.shape.is_fully_defined() else tf.shape(x)
+    return tf.where(keep_mask(shape, rate, seed), x * scale, tf.zeros_like(x))

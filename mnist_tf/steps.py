@@ -237,7 +237,6 @@ def make_distributed_train_step(
     metrics: Metrics,
     global_batch_size: int,
     weight_decay: float = 0.0,
-    jit_compile: bool = False,
     augment: AffineAugment | None = None,
     loss_scale: LossScale | None = None,
 ) -> tf.types.experimental.PolymorphicFunction:
@@ -261,7 +260,6 @@ def make_distributed_train_step(
         metrics: training-loss/accuracy accumulators (updated with sums).
         global_batch_size: examples per step over all replicas.
         weight_decay: L2 coefficient on the kernels.
-        jit_compile: compile each replica's computation with XLA.
         augment: if given, warps each batch.
         loss_scale: dynamic loss scaling (float16); None: none.
 
@@ -296,9 +294,6 @@ def make_distributed_train_step(
         correct = tf.reduce_sum(tf.cast(
             tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.int64))
         return gradients, loss, tf.reduce_sum(per_example), correct
-
-    if jit_compile:
-        replica_step = tf.function(replica_step, jit_compile=True)
 
     def train_step(iterator):
         images, labels = next(iterator)

@@ -341,7 +341,7 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
     if strategy is not None:
         train_fn = make_distributed_train_step(
             strategy, model, optimizer, schedule, rng, train_metrics, config.batch_size,
-            config.weight_decay, config.jit_compile, augment, loss_scale)
+            config.weight_decay, augment, loss_scale)
     elif config.data_on_device:
         # The whole (small) training split as tensors, indexed per step: no
         # per-step tf.data hand-off, and several steps per traced call.

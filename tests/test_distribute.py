@@ -98,7 +98,9 @@ def test_two_workers_train_and_end_with_identical_parameters(tmp_path, small_dat
                 {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "mnist_tf.train", f"--workdir={workdir}",
-                 f"--data_dir={small_data_dir}", *COMMON, "--distribution=multi_worker"],
+                 f"--data_dir={small_data_dir}", *COMMON, "--distribution=multi_worker",
+                 # Per-replica batches have no static shape here: dropout must cope.
+                 "--dropout=0.2"],
                 cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         outputs = [p.communicate(timeout=240) for p in processes]
     finally:
@@ -136,6 +138,7 @@ def test_unusable_tf_config_is_a_clear_error(text, fragment):
     (dict(distribution="ring"), ["--distribution", "ring", "mirrored"]),
     (dict(distribution="mirrored", data_on_device=True), ["--data_on_device", "mirrored"]),
     (dict(cpu_replicas=2), ["--cpu_replicas", "--distribution=mirrored"]),
+    (dict(distribution="multi_worker", jit_compile=True), ["--jit_compile", "--nojit_compile"]),
 ])
 def test_bad_distribution_configs(fields, fragments):
     with pytest.raises(ConfigError) as error:

@@ -53,3 +53,12 @@ def test_bfloat16_input_keeps_dtype():
 def test_rejects_rates_outside_unit_interval(rate):
     with pytest.raises(ValueError, match="dropout rate"):
         dropout(tf.ones([2]), rate, tf.constant([0, 0], tf.int64))
+
+
+def test_a_batch_of_unknown_size_gets_the_same_masks():
+    # tf.distribute's per-replica batches have no static batch size.
+    x = tf.ones([6, 5])
+    seed = tf.constant([3, 4], tf.int64)
+    dynamic = tf.function(lambda x: dropout(x, 0.5, seed),
+                          input_signature=[tf.TensorSpec([None, 5], tf.float32)])
+    np.testing.assert_array_equal(dynamic(x).numpy(), dropout(x, 0.5, seed).numpy())

@@ -19,18 +19,30 @@ from mnist_tf import sources
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.real_data
-def test_trains_on_real_mnist_to_95_percent(tmp_path):
+@pytest.fixture(scope="module")
+def real_data(tmp_path_factory):
+    """(data_dir, fresh): a prepared real MNIST, made through the mirror if need be."""
     data_dir = sources.default_data_dir()
     fresh = os.environ.get("MNIST_TF_TEST_FRESH_DATA") == "1" or not sources.is_prepared(data_dir)
     if fresh:
-        data_dir = str(tmp_path / "tfds")
-    result = subprocess.run(
-        [sys.executable, "-m", "mnist_tf.train", f"--workdir={tmp_path / 'run'}",
-         f"--data_dir={data_dir}", "--hidden_sizes=256", "--batch_size=128", "--epochs=2",
-         "--validation_size=5000", "--lr_schedule=cosine", "--log_every_steps=200"],
+        data_dir = str(tmp_path_factory.mktemp("tfds"))
+    return data_dir, fresh
+
+
+def train(workdir, data_dir, *flags):
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_tf.train", f"--workdir={workdir}", f"--data_dir={data_dir}",
+         *flags],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
+
+
+@pytest.mark.real_data
+def test_trains_on_real_mnist_to_95_percent(tmp_path, real_data):
+    data_dir, fresh = real_data
+    result = train(tmp_path / "run", data_dir, "--hidden_sizes=256", "--batch_size=128",
+                   "--epochs=2", "--validation_size=5000", "--lr_schedule=cosine",
+                   "--log_every_steps=200")
     assert result.returncode == 0, result.stderr[-2000:]
     expected_source = "registry mirror" if fresh else "prepared TFDS mnist/3.0.1 found"
     assert expected_source in result.stdout
@@ -39,3 +51,31 @@ def test_trains_on_real_mnist_to_95_percent(tmp_path):
     assert results["global_step"] == 2 * (55000 // 128)
     assert results["test_accuracy"] >= 0.95, results
     assert results["validation_accuracy"] >= 0.95, results
+
+
+# One epoch of a 256-unit model; the data held as tensors (the same batches as
+# the tf.data path) to keep it short.
+PRECISION_RUN = ["--hidden_sizes=256", "--batch_size=128", "--epochs=1", "--validation_size=0",
+                 "--learning_rate=2e-3", "--lr_schedule=cosine", "--log_every_steps=200",
+                 "--histogram_every_steps=0", "--data_on_device", "--steps_per_call=50",
+                 "--nodownload"]
+
+
+@pytest.fixture(scope="module")
+def float32_accuracy(tmp_path_factory, real_data):
+    workdir = tmp_path_factory.mktemp("float32")
+    result = train(workdir, real_data[0], *PRECISION_RUN, "--precision=float32")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads((workdir / "results.json").read_text())["test_accuracy"]
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_reduced_precision_reaches_float32s_accuracy_on_real_mnist(
+        tmp_path, real_data, float32_accuracy, precision):
+    result = train(tmp_path, real_data[0], *PRECISION_RUN, f"--precision={precision}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"Precision: {precision}" in result.stdout
+    accuracy = json.loads((tmp_path / "results.json").read_text())["test_accuracy"]
+    assert float32_accuracy >= 0.95
+    assert abs(accuracy - float32_accuracy) <= 0.01, (accuracy, float32_accuracy)
