@@ -139,6 +139,7 @@ def test_each_precision_trains_to_float32s_accuracy_and_logs_it(tmp_path, small_
             data_dir=small_data_dir, allow_download=False, log=lines.append)
         accuracies[name] = results["test_accuracy"]
         assert any(line.startswith(f"Precision: {name}") for line in lines)
+        assert any(line.startswith("Device: /") for line in lines)  # The device in use.
         assert results["flags"]["precision"] == name
     assert accuracies["float32"] > 0.9
     for name in ("mixed_bfloat16", "mixed_float16"):
