@@ -21,33 +21,68 @@ def make_manager(
     )
 
 
-def restore(manager: tf.train.CheckpointManager, path: str | None = None) -> str | None:
+def _restore_one(manager: tf.train.CheckpointManager, path: str) -> None:
+    status = manager.checkpoint.restore(path)
+    status.assert_existing_objects_matched()
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+# What a damaged checkpoint raises (a truncated data file: IndexError, "Read
+# less bytes than requested"; a missing shard: NotFoundError; bad bytes:
+# DataLossError). A checkpoint of another model raises AssertionError or
+# ValueError instead, and so would every older one.
+_DAMAGE = (tf.errors.OpError, IndexError)
+
+
+def restore(
+    manager: tf.train.CheckpointManager, path: str | None = None, log=None
+) -> str | None:
     """Restores the latest (or the given) checkpoint into the manager's objects.
 
     Every object that exists in Python (model variables, optimizer step and
     slots, RNG state) must be matched by a value in the checkpoint, so
-    optimizer state can never be silently dropped.
+    optimizer state can never be silently dropped. When the latest checkpoint
+    is damaged, the newest intact older one is restored instead, with a
+    warning naming the damaged one (nothing is deleted).
 
     Args:
         manager: the manager whose checkpoint object receives the values.
-        path: a checkpoint prefix; None means the manager's latest.
+        path: a checkpoint prefix; None means the manager's latest (with the
+            fallback to older ones).
+        log: receives the warning line (default: print).
 
     Returns:
         The restored checkpoint's path, or None if there is none.
 
     Raises:
-        CheckpointError: if the checkpoint is unreadable or does not match.
+        CheckpointError: if the checkpoint (every one, when falling back) is
+            unreadable or does not match.
     """
-    path = path or manager.latest_checkpoint
-    if path is None:
+    log = log or print
+    candidates = [path] if path else list(reversed(manager.checkpoints))
+    if not candidates:
         return None
-    try:
-        status = manager.checkpoint.restore(path)
-        status.assert_existing_objects_matched()
-    except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
-        # IndexError: a truncated data file ("Read less bytes than requested").
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(
-            f"checkpoint {path} cannot be restored into this model: {first_line}"
-        ) from None
-    return path
+    damaged = []
+    for candidate in candidates:
+        try:
+            _restore_one(manager, candidate)
+        except _DAMAGE as e:
+            damaged.append(f"{candidate} ({_first_line(e)})")
+            continue
+        except (ValueError, AssertionError) as e:
+            raise CheckpointError(
+                f"checkpoint {candidate} cannot be restored into this model: {_first_line(e)}"
+            ) from None
+        if damaged:
+            log(f"warning: checkpoint {damaged[0]} is damaged; resuming from the newest intact "
+                f"one, {candidate} (nothing is deleted; the damaged one is written afresh when "
+                "the run saves that step again)")
+        return candidate
+    raise CheckpointError(
+        f"checkpoint {damaged[0]} cannot be restored into this model"
+        + (f", nor can the {len(damaged) - 1} older one(s)" if len(damaged) > 1 else "")
+        + "; move the checkpoints directory away to start afresh"
+    )

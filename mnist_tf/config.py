@@ -10,6 +10,7 @@ from mnist_tf.errors import UserError
 
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # See mnist_tf/precision.py.
+NAN_POLICIES = ("stop", "skip_step")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")  # See mnist_tf/distribute.py.
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|gpu|gpu:\d+)$")  # See mnist_tf/devices.py.
 # Fields that can change what a run learns: logged as TensorBoard HParams so
@@ -136,6 +137,9 @@ class TrainConfig:
     distribution: str = "none"
     # Logical CPU devices to split the CPU into, for mirrored runs without GPUs.
     cpu_replicas: int = 1
+    # A non-finite loss: stop the run (keeping the last good checkpoint), or
+    # skip that step's update and go on.
+    nan_policy: str = "stop"
 
     def __post_init__(self):
         # A config read back from config.json holds a list; keep the frozen
@@ -190,6 +194,9 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ConfigError("precision", f"unknown precision {self.precision!r}; choose one "
                               f"of {', '.join(PRECISIONS)}")
+        if self.nan_policy not in NAN_POLICIES:
+            raise ConfigError("nan_policy", f"unknown policy {self.nan_policy!r}; choose one of "
+                              f"{', '.join(NAN_POLICIES)}")
         if self.distribution not in DISTRIBUTIONS:
             raise ConfigError("distribution", f"unknown distribution {self.distribution!r}; "
                               f"choose one of {', '.join(DISTRIBUTIONS)}")

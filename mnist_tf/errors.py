@@ -16,3 +16,7 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint is missing, damaged or does not match the model."""
+
+
+class TrainingDiverged(UserError):
+    """The training loss became NaN or infinite (usually: the learning rate is too high)."""

@@ -77,3 +77,42 @@ def write_json_atomic(path: str | os.PathLike, value) -> None:
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+LOCK_FILE = "train.lock"
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str) -> Iterator[None]:
+    """Holds an exclusive lock on `workdir` for one training run.
+
+    An OS-level `flock` on `workdir/train.lock`: the kernel releases it when the
+    process ends, however it ends (SIGKILL, a crash), so a dead run never
+    leaves the workdir locked. The holder's pid is written into the file for
+    the error message.
+
+    Raises:
+        UserError: if another live process holds the lock.
+    """
+    import fcntl
+
+    path = os.path.join(workdir, LOCK_FILE)
+    try:
+        handle = open(path, "a+")
+    except OSError as e:
+        raise UserError(f"--workdir: cannot create the lock file {path}: {e.strerror}") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise UserError(f"--workdir: {workdir} is in use by another training run (pid "
+                            f"{holder}); wait for it to finish, or use another --workdir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # Closing releases the lock.

@@ -69,12 +69,15 @@ class LossScale(tf.Module):
         enabled: bool,
         initial_scale: float = 2.0**15,
         growth_interval: int = 2000,
+        skip_nonfinite: bool = False,
         name: str | None = None,
     ):
         """Creates the state.
 
         Args:
-            enabled: whether to scale at all (False: scale stays 1, nothing is skipped).
+            enabled: whether to scale at all (False: scale stays 1).
+            skip_nonfinite: without scaling, still skip (and count) updates
+                whose gradients are not all finite (`--nan_policy=skip_step`).
             initial_scale: the starting scale.
             growth_interval: finite steps in a row after which the scale doubles.
             name: module name.
@@ -83,6 +86,7 @@ class LossScale(tf.Module):
         if growth_interval <= 0:
             raise ValueError(f"growth_interval must be positive, got {growth_interval}")
         self.enabled = enabled
+        self.skip_nonfinite = skip_nonfinite
         self.growth_interval = growth_interval
         with self.name_scope:
             self.scale = tf.Variable(initial_scale if enabled else 1.0, dtype=tf.float32,
@@ -90,6 +94,11 @@ class LossScale(tf.Module):
             self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="good_steps")
             self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
                                              name="skipped_steps")
+
+    @property
+    def guards(self) -> bool:
+        """Whether train steps must check gradients and may skip updates."""
+        return self.enabled or self.skip_nonfinite
 
     def scale_loss(self, loss: tf.Tensor) -> tf.Tensor:
         """Returns loss · scale (the loss itself when scaling is off)."""
@@ -108,17 +117,20 @@ class LossScale(tf.Module):
 
         Returns:
             bool scalar: whether every gradient is finite, i.e. whether the
-            optimizer may apply them. Always True when scaling is off.
+            optimizer may apply them. Always True when neither scaling nor
+            `skip_nonfinite` is on.
         """
-        if not self.enabled:
+        if not (self.enabled or self.skip_nonfinite):
             return tf.constant(True)
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
+        self.skipped_steps.assign_add(tf.where(finite, tf.constant(0, tf.int64),
+                                               tf.constant(1, tf.int64)))
+        if not self.enabled:
+            return finite
         grow = tf.logical_and(finite, self.good_steps + 1 >= self.growth_interval)
         self.scale.assign(tf.where(finite, tf.where(grow, self.scale * 2.0, self.scale),
                                    self.scale * 0.5))
         self.good_steps.assign(tf.where(finite, tf.where(grow, tf.constant(0, tf.int64),
                                                          self.good_steps + 1),
                                         tf.constant(0, tf.int64)))
-        self.skipped_steps.assign_add(tf.where(finite, tf.constant(0, tf.int64),
-                                               tf.constant(1, tf.int64)))
         return finite

@@ -108,6 +108,7 @@ def _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay, augme
                    loss_scale=None):
     """The Python body of one training step, shared by both traced forms."""
     scaling = loss_scale is not None and loss_scale.enabled
+    guarded = loss_scale is not None and loss_scale.guards
     parameters = model.parameters()
     kernels = model.kernels()
     use_dropout = model.dropout > 0.0
@@ -133,6 +134,7 @@ def _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay, augme
         gradients = tape.gradient(scaled_loss, parameters)
         if scaling:
             gradients = loss_scale.unscale(gradients)
+        if guarded:
             with tf.name_scope("loss_scale"):
                 finite = loss_scale.update(gradients)
 
@@ -272,6 +274,7 @@ def make_distributed_train_step(
     kernels = model.kernels()
     use_dropout = model.dropout > 0.0
     scaling = loss_scale is not None and loss_scale.enabled
+    guarded = loss_scale is not None and loss_scale.guards
     replicas = strategy.num_replicas_in_sync
 
     def replica_step(images, labels, dropout_seed, augment_seed):
@@ -311,6 +314,7 @@ def make_distributed_train_step(
         loss = total(loss)
         if scaling:
             gradients = loss_scale.unscale(gradients)
+        if guarded:
             finite = loss_scale.update(gradients)
 
             def apply():

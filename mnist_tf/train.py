@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 import time
 
 _PROCESS_START = time.time()
@@ -12,6 +14,7 @@ from mnist_tf import cli, files  # noqa: E402  (cli sets TF's log level before T
 from mnist_tf.config import (  # noqa: E402
     DISTRIBUTIONS,
     LR_SCHEDULES,
+    NAN_POLICIES,
     PRECISIONS,
     TrainConfig,
     parse_hidden_sizes,
@@ -113,6 +116,11 @@ def define_train_flags() -> None:
     flags.DEFINE_integer("cpu_replicas", _DEFAULTS.cpu_replicas,
                          "With --distribution=mirrored and no GPU: split the CPU into this many "
                          "logical devices (replicas), e.g. to try mirrored training on a laptop.")
+    flags.DEFINE_string("nan_policy", _DEFAULTS.nan_policy,
+                        f"{' | '.join(NAN_POLICIES)}: what a non-finite loss does. stop: end "
+                        "the run with an error naming the step, keeping the last good "
+                        "checkpoint; skip_step: skip updates whose gradients are not finite "
+                        "(counted in results.json and TensorBoard) and go on.")
     flags.DEFINE_string("profile_steps", "",
                         "START,END: run TensorFlow's profiler while the global step (as in "
                         "the progress lines) goes from START to END, i.e. over END-START "
@@ -158,6 +166,7 @@ def config_from_flags() -> TrainConfig:
         enable_tensor_float_32=FLAGS.enable_tensor_float_32,
         distribution=FLAGS.distribution,
         cpu_replicas=FLAGS.cpu_replicas,
+        nan_policy=FLAGS.nan_policy,
         stop_at_test_accuracy=FLAGS.stop_at_test_accuracy,
     )
 
@@ -188,18 +197,27 @@ def main(argv: list[str]) -> None:
             from mnist_tf import plot
 
             plot.import_pyplot()  # A missing matplotlib is reported before training.
-        trainer.train_and_evaluate(
-            config, FLAGS.workdir, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
-            allow_download=FLAGS.download, process_start=_PROCESS_START,
-            strategy=made["strategy"],
-        )
+        from mnist_tf import preemption
+
+        try:
+            with preemption.StopRequest() as stop:
+                trainer.train_and_evaluate(
+                    config, FLAGS.workdir, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
+                    allow_download=FLAGS.download, process_start=_PROCESS_START,
+                    strategy=made["strategy"], stop_request=stop,
+                )
+        except preemption.Stopped as stopped:
+            print(f"Stopped: {stopped}", flush=True)
+            sys.exit(128 + stopped.signum)  # The shell's convention for "ended by a signal".
         if FLAGS.plot:
             plot.plot_workdir(FLAGS.workdir, data_dir=FLAGS.data_dir,
                               allow_download=FLAGS.download)
     except UserError as e:
         cli.fail(str(e))
     except KeyboardInterrupt:
-        cli.fail("interrupted; run the same command again to resume from the last checkpoint")
+        print("error: aborted; run the same command again to resume from the last checkpoint",
+              file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
 
 
 if __name__ == "__main__":

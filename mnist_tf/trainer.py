@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import random
 import shutil
@@ -35,11 +36,12 @@ from mnist_tf import (
     files,
     images,
     precision,
+    preemption,
     sources,
 )
 from mnist_tf.augment import AffineAugment
 from mnist_tf.config import ConfigError, TrainConfig
-from mnist_tf.errors import UserError
+from mnist_tf.errors import TrainingDiverged, UserError
 from mnist_tf.model import MLP, params_sha256
 from mnist_tf.optimizers import Adam
 from mnist_tf.schedules import make_schedule
@@ -224,6 +226,7 @@ def train_and_evaluate(
     log: Callable[[str], None] = print,
     process_start: float | None = None,
     strategy: tf.distribute.Strategy | None = None,
+    stop_request: preemption.StopRequest | None = None,
 ) -> dict:
     """Trains (or resumes) a model as `config` says and evaluates it.
 
@@ -240,12 +243,15 @@ def train_and_evaluate(
             created by the entry point before TensorFlow started
             (`distribute.make_strategy`); None: made here if needed (possible
             for `mirrored` without extra CPU replicas only).
+        stop_request: polled after every traced call; once it reports a SIGTERM or
+            SIGINT, a checkpoint is saved and `preemption.Stopped` raised.
 
     Returns:
         The results, also written to `workdir/results.json` (by the chief).
 
     Raises:
         UserError: for problems with the configuration, data or workdir.
+        preemption.Stopped: when `stop_request` asked for an early stop.
     """
     process_start = time.time() if process_start is None else process_start
     # Before any work: asking for a GPU that is not there is an error.
@@ -261,20 +267,24 @@ def train_and_evaluate(
     # Workers other than the chief write their checkpoints, summaries and
     # results to a scratch directory that is deleted at the end: only the
     # chief's outputs are the run's (tf.distribute's multi-worker recipe).
-    write_dir = workdir if chief else tempfile.mkdtemp(prefix="mnist_tf_worker_")
+    write_dir = None if chief else tempfile.mkdtemp(prefix="mnist_tf_worker_")
+    # One training run per workdir at a time (the chief's; other workers only read it).
+    lock = files.workdir_lock(files.prepare_workdir(workdir)) if chief else contextlib.nullcontext()
     try:
-        with tf.device(device):
+        with lock, tf.device(device):
             return _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download,
-                                       splits, log, process_start, device, strategy, write_dir)
+                                       splits, log, process_start, device, strategy, write_dir,
+                                       stop_request)
     finally:
         if not chief:
             shutil.rmtree(write_dir, ignore_errors=True)
 
 
 def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, splits, log,
-                        process_start, device, strategy, write_dir):
-    """`train_and_evaluate` inside its device scope."""
+                        process_start, device, strategy, write_dir, stop_request):
+    """`train_and_evaluate` inside its device scope; `write_dir` None: the workdir."""
     workdir = files.prepare_workdir(workdir)
+    write_dir = write_dir or workdir
     check_resume_config(workdir, config)
     set_seeds(config.seed, config.deterministic)
 
@@ -297,7 +307,8 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
         model = MLP(config.hidden_sizes, seed=config.seed, dropout=config.dropout,
                     compute_dtype=mixed.compute_dtype)
         optimizer = Adam(model.parameters())
-        loss_scale = precision.LossScale(enabled=mixed.loss_scaling)
+        loss_scale = precision.LossScale(enabled=mixed.loss_scaling,
+                                         skip_nonfinite=config.nan_policy == "skip_step")
     # Dropout masks come from this generator; it is checkpointed so a resumed
     # run draws the same masks it would have drawn uninterrupted.
     rng = tf.random.Generator.from_seed(config.seed + 1)
@@ -305,7 +316,7 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
         workdir, config.keep_checkpoints, model=model, optimizer=optimizer, rng=rng,
         loss_scale=loss_scale,
     )
-    restored = checkpoints.restore(manager)
+    restored = checkpoints.restore(manager, log=log)
     if write_dir != workdir:
         # Restored from the run's workdir (shared storage), saved to scratch.
         manager = checkpoints.make_manager(
@@ -413,13 +424,22 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
                 profiler.before_step(step)
                 if config.data_on_device:
                     first = step - epoch * steps_per_epoch
-                    _, gradients = train_fn(order, tf.constant(first, tf.int32),
-                                            tf.constant(stop - step, tf.int32))
+                    loss, gradients = train_fn(order, tf.constant(first, tf.int32),
+                                               tf.constant(stop - step, tf.int32))
                 elif strategy is not None:
-                    _, gradients = train_fn(batches)
+                    loss, gradients = train_fn(batches)
                 else:
-                    _, gradients = train_fn(*next(batches))
+                    loss, gradients = train_fn(*next(batches))
                 step = stop
+                # A diverged run's weights are NaN from then on, so the call's
+                # last loss tells; nothing of it is saved.
+                if config.nan_policy == "stop" and not math.isfinite(float(loss)):
+                    writers.close()
+                    raise TrainingDiverged(
+                        f"the training loss is {float(loss)} at step {step} (the run diverged: "
+                        "lower --learning_rate, or --nan_policy=skip_step to skip such steps); "
+                        "nothing was saved after it, the last good checkpoint "
+                        f"{manager.latest_checkpoint} is kept")
                 profiler.after_step(step)
                 if step % config.log_every_steps == 0 or step == total_steps:
                     metrics = train_metrics.result()  # Syncs with the device.
@@ -443,6 +463,7 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
                     }
                     if mixed.loss_scaling:
                         scalars["loss_scale"] = float(loss_scale.scale.numpy())
+                    if loss_scale.guards:
                         scalars["skipped_steps"] = float(loss_scale.skipped_steps.numpy())
                     writers.scalars("train", step, scalars)
                     train_metrics.reset()
@@ -479,6 +500,13 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
                     interval_start, interval_step = time.perf_counter(), step
                 else:
                     interval_start += time.perf_counter() - pause_start
+                if stop_request is not None and stop_request() and step < total_steps:
+                    # SIGTERM/SIGINT: the call in flight has finished; keep its work.
+                    if saved_step != step:
+                        manager.save(checkpoint_number=step)
+                    writers.close()
+                    raise preemption.Stopped(stop_request.signum, step,
+                                             manager.latest_checkpoint)
     finally:
         # Also on errors and when the window reaches past the last step: a
         # profiler left running would keep collecting and refuse the next start.
@@ -511,6 +539,9 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
         # and the seconds since process start at which the test accuracy
         # reached it.
         "target_reached": target_reached,
+        # Updates skipped for non-finite gradients (float16 loss scaling or
+        # --nan_policy=skip_step).
+        "skipped_steps": int(loss_scale.skipped_steps.numpy()),
         "flags": config.to_dict(),
     }
     writers.scalars("hparams", step, {

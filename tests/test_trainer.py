@@ -47,6 +47,7 @@ def test_trains_evaluates_and_writes_everything(tmp_path, small_data_dir):
     assert any(line.startswith("step 5/") and "examples/s" in line and "ETA" in line
                for line in lines)
     assert lines[-1].startswith("Done:")
+    assert lines[-1].endswith(os.path.join(str(tmp_path), "results.json"))
 
     names = os.listdir(tmp_path / "checkpoints")
     assert f"ckpt-{results['global_step']}.index" in names
@@ -279,3 +280,62 @@ def test_next_stop_respects_every_boundary():
     evaluating = TrainConfig(steps_per_call=50, data_on_device=True, eval_every_steps=30)
     assert trainer.next_stop(0, 429, evaluating) == 30
     assert trainer.next_stop(30, 429, evaluating) == 60
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(
+        tmp_path, small_data_dir):
+    config = dict(SMALL, deterministic=True, checkpoint_every_steps=5)
+    straight, _ = run(TrainConfig(**config, train_steps=20), tmp_path / "straight",
+                      small_data_dir)
+    workdir = tmp_path / "run"
+    run(TrainConfig(**config, train_steps=15), workdir, small_data_dir)  # ckpt-5, 10, 15.
+    for kind, damage in (("truncated", lambda f: f.write_bytes(f.read_bytes()[:100])),
+                         ("missing shard", lambda f: f.unlink())):
+        data_file = next((workdir / "checkpoints").glob("ckpt-15.data-*"))
+        damage(data_file)
+        results, lines = run(TrainConfig(**config, train_steps=20), workdir, small_data_dir)
+        warning = next(line for line in lines if line.startswith("warning: checkpoint"))
+        assert "ckpt-15" in warning and "ckpt-10" in warning, (kind, warning)
+        assert any("Resuming from" in line and "at step 10" in line for line in lines)
+        assert results["params_sha256"] == straight["params_sha256"], kind
+        assert (workdir / "checkpoints" / "ckpt-15.index").exists()  # Saved afresh at 15.
+        # Back to a 15-step state for the next kind of damage.
+        run(TrainConfig(**config, train_steps=15), tmp_path / "again", small_data_dir)
+        for f in (workdir / "checkpoints").iterdir():
+            f.unlink()
+        for f in (tmp_path / "again" / "checkpoints").iterdir():
+            (workdir / "checkpoints" / f.name).write_bytes(f.read_bytes())
+
+
+def test_a_second_run_on_a_locked_workdir_is_refused(tmp_path, small_data_dir):
+    from mnist_tf import files
+    from mnist_tf.errors import UserError
+
+    with files.workdir_lock(str(tmp_path)):
+        with pytest.raises(UserError, match=r"is in use by another training run \(pid \d+\)"):
+            run(TrainConfig(**SMALL, train_steps=2), tmp_path, small_data_dir)
+    assert not (tmp_path / "checkpoints").exists()
+    run(TrainConfig(**SMALL, train_steps=2), tmp_path, small_data_dir)  # Free again.
+
+
+def test_a_killed_runs_lock_does_not_stay(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from mnist_tf import files
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from mnist_tf import files\n"
+         f"with files.workdir_lock({str(tmp_path)!r}):\n"
+         "    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    with files.workdir_lock(str(tmp_path)):
+        pass

@@ -1,0 +1,83 @@
+"""--nan_policy: a non-finite loss stops the run (last good checkpoint kept) or skips the step."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import assert_usage_error, run_module, synthetic_digits
+
+from mnist_tf import data, trainer
+from mnist_tf.config import TrainConfig
+from mnist_tf.errors import TrainingDiverged
+
+SMALL = dict(hidden_sizes=(32,), batch_size=32, epochs=3, validation_size=0,
+             log_every_steps=5, checkpoint_every_steps=5, eval_batch_size=50,
+             histogram_every_steps=0, learning_rate=3e-3, deterministic=True)
+
+
+def splits_with_a_poisoned_example(index=100):
+    """320 synthetic training digits (10 steps per epoch), one of them holding a NaN pixel."""
+    images, labels = synthetic_digits(320, seed=5)
+    train = data.from_arrays(images, labels)
+    poisoned = train.images.numpy()
+    poisoned[index, 300] = np.nan
+    test = data.from_arrays(*synthetic_digits(100, seed=6))
+    return data.Splits(train=data.Examples(tf.constant(poisoned), train.labels), validation=None,
+                       test=test, num_train=320, num_validation=0, num_test=100)
+
+
+def run(config, workdir):
+    lines = []
+    results = trainer.train_and_evaluate(config, str(workdir),
+                                         splits=splits_with_a_poisoned_example(),
+                                         log=lines.append)
+    return results, lines
+
+
+def checkpoint_files(workdir):
+    return {p.name: p.read_bytes() for p in (workdir / "checkpoints").iterdir()}
+
+
+def test_stop_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(TrainingDiverged) as error:
+        run(TrainConfig(**SMALL), tmp_path)
+    message = str(error.value)
+    step = int(message.split(" at step ")[1].split()[0])
+    assert "the training loss is nan" in message and "--nan_policy=skip_step" in message
+    # The poisoned example sits in one batch of the first epoch.
+    assert 1 <= step <= 10
+    saved = sorted(int(name.split("-")[1].split(".")[0])
+                   for name in checkpoint_files(tmp_path) if name.endswith(".index"))
+    assert all(s < step for s in saved)
+    assert f"ckpt-{saved[-1]}" in message if saved else "None" in message
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_skip_step_skips_each_poisoned_batch_and_trains_on(tmp_path):
+    results, _ = run(TrainConfig(**SMALL, nan_policy="skip_step"), tmp_path)
+    assert results["skipped_steps"] == 3  # Once per epoch.
+    assert results["global_step"] == 30
+    assert results["test_accuracy"] > 0.9
+    weights = tf.train.load_checkpoint(str(tmp_path / "checkpoints"))
+    for name in weights.get_variable_to_shape_map():
+        value = weights.get_tensor(name)
+        if np.issubdtype(np.asarray(value).dtype, np.floating):
+            assert np.isfinite(value).all(), name
+
+
+def test_a_learning_rate_that_diverges_stops_the_cli_with_one_line(tmp_path, small_data_dir):
+    workdir = tmp_path / "run"
+    common = [f"--workdir={workdir}", f"--data_dir={small_data_dir}", "--nodownload",
+              "--hidden_sizes=32", "--batch_size=50", "--validation_size=100",
+              "--checkpoint_every_steps=4", "--log_every_steps=4"]
+    good = run_module("mnist_tf.train", *common, "--train_steps=4")
+    assert good.returncode == 0, good.stderr
+    before = checkpoint_files(workdir)
+    results_before = (workdir / "results.json").read_bytes()
+    diverged = run_module("mnist_tf.train", *common, "--train_steps=40", "--learning_rate=1e30")
+    assert_usage_error(diverged, "the training loss is", "at step", "the last good checkpoint",
+                       "ckpt-4")
+    assert checkpoint_files(workdir) == before
+    assert (workdir / "results.json").read_bytes() == results_before
+    assert json.loads(results_before)["global_step"] == 4

@@ -1,0 +1,115 @@
+"""Signals sent to a real training process: SIGTERM/SIGINT stop gracefully, SIGKILL loses
+only the steps since the last checkpoint; either way the resumed run ends bit-identical."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO
+
+from mnist_tf import preemption
+
+# 600 training examples, 18 steps per epoch; dropout on, so that the checkpointed RNG
+# is part of what must resume.
+RUN = ["--hidden_sizes=32", "--batch_size=32", "--validation_size=0", "--train_steps=300",
+       "--log_every_steps=10", "--checkpoint_every_steps=50", "--histogram_every_steps=0",
+       "--eval_batch_size=100", "--dropout=0.2", "--deterministic", "--nodownload"]
+
+
+def start(workdir, data_dir):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnist_tf.train", f"--workdir={workdir}", f"--data_dir={data_dir}",
+         *RUN], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_step(process, at_least):
+    """Reads progress lines until the run has passed `at_least` steps; returns the lines."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("step ") and int(line.split()[1].split("/")[0]) >= at_least:
+            return lines
+    raise AssertionError(f"the run ended before step {at_least}:\n{''.join(lines)}")
+
+
+def finish(workdir, data_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_tf.train", f"--workdir={workdir}", f"--data_dir={data_dir}",
+         *RUN], cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    return result.stdout, json.loads((workdir / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, small_data_dir):
+    _, results = finish(tmp_path_factory.mktemp("straight"), small_data_dir)
+    return results["params_sha256"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_a_checkpoint_and_the_run_resumes_bit_identical(
+        tmp_path, small_data_dir, uninterrupted, signum):
+    process = start(tmp_path, small_data_dir)
+    try:
+        wait_for_step(process, 60)
+        sent = time.monotonic()
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=60)
+        seconds = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 128 + signum, err
+    name = signal.Signals(signum).name
+    assert f"{name} received: finishing the current step" in out
+    stopped = [line for line in out.splitlines() if line.startswith("Stopped: ")]
+    assert len(stopped) == 1 and f"stopped by {name} at step" in stopped[0]
+    assert "run the same command again to resume" in stopped[0]
+    assert "Traceback" not in err
+    assert seconds < 10, seconds  # A few seconds at most (the closing note has the figure).
+    step = int(stopped[0].split(" at step ")[1].split(";")[0])
+    assert 60 <= step < 300
+    assert f"ckpt-{step}" in stopped[0]
+    assert not (tmp_path / "results.json").exists()  # The run is not finished.
+    resumed_out, results = finish(tmp_path, small_data_dir)
+    assert f"at step {step}" in resumed_out
+    assert results["params_sha256"] == uninterrupted
+
+
+def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(
+        tmp_path, small_data_dir, uninterrupted):
+    process = start(tmp_path, small_data_dir)
+    try:
+        wait_for_step(process, 160)
+        process.kill()  # SIGKILL: no handler runs, nothing is flushed.
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    resumed_out, results = finish(tmp_path, small_data_dir)
+    resumed_at = int(resumed_out.split("Resuming from ")[1].split(" at step ")[1].split()[0])
+    assert resumed_at >= 150 and resumed_at % 50 == 0  # The newest checkpoint, not earlier.
+    assert results["params_sha256"] == uninterrupted
+
+
+def test_a_second_sigint_aborts_at_once():
+    lines = []
+    stop = preemption.StopRequest(log=lines.append)
+    stop.handle(signal.SIGINT)
+    assert stop() and stop.signum == signal.SIGINT and "SIGINT received" in lines[0]
+    with pytest.raises(KeyboardInterrupt):
+        stop.handle(signal.SIGINT)
+
+
+def test_handlers_are_restored_afterwards():
+    before = signal.getsignal(signal.SIGTERM)
+    with preemption.StopRequest() as stop:
+        assert signal.getsignal(signal.SIGTERM) == stop.handle
+    assert signal.getsignal(signal.SIGTERM) == before
