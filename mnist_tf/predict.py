@@ -5,9 +5,10 @@
 
 Each FILE is prepared as an MNIST digit (`mnist_tf.preprocess`) and classified;
 one line per file on stdout. A file that cannot be used is reported on its own
-line on stderr, the others are still classified, and the exit status is 1.
-Usage errors (no input, a bad workdir or checkpoint, --test_index out of range)
-are one line on stderr with exit status 2.
+line on stderr, the others are still classified, and the exit status is 2
+(bad input, as for every entry point). Usage errors (no input, a bad workdir
+or checkpoint, --test_index out of range) are one line on stderr, also with
+exit status 2.
 
 The library functions (`predict_files`, `predict_test_example`, `run`) take
 explicit arguments and never read flags; tests call them in-process.
@@ -29,7 +30,7 @@ from mnist_tf.errors import DataError, UserError
 
 FLAGS = flags.FLAGS
 EXIT_OK = 0
-EXIT_SOME_FAILED = 1
+EXIT_SOME_FAILED = 2  # Bad input: the same status as a usage error.
 NUM_CLASSES = 10
 TOP_K = 3
 BATCH_SIZE = 256

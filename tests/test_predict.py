@@ -457,7 +457,7 @@ def cli_runs(trained, digit_files, bad_files, small_data_dir):
 def test_cli_reports_each_bad_file_and_classifies_the_rest(cli_runs, trained, bad_files,
                                                            small_data_dir):
     status, stdout, stderr, paths = cli_runs["mixed"]
-    assert status == 1, stderr
+    assert status == 2, stderr
     assert "Traceback" not in stderr
     errors = stderr.strip().splitlines()
     assert errors == [
