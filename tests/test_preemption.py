@@ -13,6 +13,9 @@ from conftest import REPO
 
 from mnist_tf import preemption
 
+# Its tests share expensive module fixtures: keep them on one xdist worker.
+pytestmark = pytest.mark.xdist_group("preemption")
+
 # 600 training examples, 18 steps per epoch; dropout on, so that the checkpointed RNG
 # is part of what must resume.
 RUN = ["--hidden_sizes=32", "--batch_size=32", "--validation_size=0", "--train_steps=300",
@@ -51,10 +54,9 @@ def uninterrupted(tmp_path_factory, small_data_dir):
     return results["params_sha256"]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_saves_a_checkpoint_and_the_run_resumes_bit_identical(
-        tmp_path, small_data_dir, uninterrupted, signum):
-    process = start(tmp_path, small_data_dir)
+def stop_with(signum, workdir, data_dir):
+    """Starts a run, sends `signum` mid-run; returns (exit status, stdout, stderr, seconds)."""
+    process = start(workdir, data_dir)
     try:
         wait_for_step(process, 60)
         sent = time.monotonic()
@@ -65,21 +67,39 @@ def test_a_signal_saves_a_checkpoint_and_the_run_resumes_bit_identical(
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == 128 + signum, err
-    name = signal.Signals(signum).name
-    assert f"{name} received: finishing the current step" in out
+    return process.returncode, out, err, seconds
+
+
+def stopped_step(out, name):
     stopped = [line for line in out.splitlines() if line.startswith("Stopped: ")]
-    assert len(stopped) == 1 and f"stopped by {name} at step" in stopped[0]
+    assert len(stopped) == 1 and f"stopped by {name} at step" in stopped[0], out[-2000:]
     assert "run the same command again to resume" in stopped[0]
+    step = int(stopped[0].split(" at step ")[1].split(";")[0])
+    assert f"ckpt-{step}" in stopped[0]
+    return step
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes_bit_identical(
+        tmp_path, small_data_dir, uninterrupted):
+    status, out, err, seconds = stop_with(signal.SIGTERM, tmp_path, small_data_dir)
+    assert status == 128 + signal.SIGTERM, err
+    assert "SIGTERM received: finishing the current step" in out
     assert "Traceback" not in err
     assert seconds < 10, seconds  # A few seconds at most (the closing note has the figure).
-    step = int(stopped[0].split(" at step ")[1].split(";")[0])
+    step = stopped_step(out, "SIGTERM")
     assert 60 <= step < 300
-    assert f"ckpt-{step}" in stopped[0]
     assert not (tmp_path / "results.json").exists()  # The run is not finished.
     resumed_out, results = finish(tmp_path, small_data_dir)
     assert f"at step {step}" in resumed_out
     assert results["params_sha256"] == uninterrupted
+
+
+def test_ctrl_c_stops_the_same_way(tmp_path, small_data_dir):
+    status, out, err, _ = stop_with(signal.SIGINT, tmp_path, small_data_dir)
+    assert status == 128 + signal.SIGINT, err
+    assert "Traceback" not in err
+    step = stopped_step(out, "SIGINT")
+    assert (tmp_path / "checkpoints" / f"ckpt-{step}.index").exists()
 
 
 def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(

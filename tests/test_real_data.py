@@ -14,7 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from mnist_tf import sources
+from mnist_tf import sources, trainer
+from mnist_tf.config import TrainConfig
+
+# Its tests share expensive module fixtures: keep them on one xdist worker.
+pytestmark = pytest.mark.xdist_group("real_data")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,29 +57,31 @@ def test_trains_on_real_mnist_to_95_percent(tmp_path, real_data):
     assert results["validation_accuracy"] >= 0.95, results
 
 
-# One epoch of a 256-unit model; the data held as tensors (the same batches as
-# the tf.data path) to keep it short.
-PRECISION_RUN = ["--hidden_sizes=256", "--batch_size=128", "--epochs=1", "--validation_size=0",
-                 "--learning_rate=2e-3", "--lr_schedule=cosine", "--log_every_steps=200",
-                 "--histogram_every_steps=0", "--data_on_device", "--steps_per_call=50",
-                 "--nodownload"]
+# One epoch of a 256-unit model, in this process (no TensorFlow start-up per
+# run); the data held as tensors (the same batches as the tf.data path).
+PRECISION_RUN = dict(hidden_sizes=(256,), batch_size=128, epochs=1, validation_size=0,
+                     learning_rate=2e-3, lr_schedule="cosine", log_every_steps=200,
+                     histogram_every_steps=0, data_on_device=True, steps_per_call=50)
+
+
+def train_in_process(workdir, data_dir, precision):
+    lines = []
+    results = trainer.train_and_evaluate(
+        TrainConfig(**PRECISION_RUN, precision=precision), str(workdir), data_dir=data_dir,
+        allow_download=False, log=lines.append)
+    assert f"Precision: {precision}" in "\n".join(lines)
+    return results["test_accuracy"]
 
 
 @pytest.fixture(scope="module")
 def float32_accuracy(tmp_path_factory, real_data):
-    workdir = tmp_path_factory.mktemp("float32")
-    result = train(workdir, real_data[0], *PRECISION_RUN, "--precision=float32")
-    assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads((workdir / "results.json").read_text())["test_accuracy"]
+    return train_in_process(tmp_path_factory.mktemp("float32"), real_data[0], "float32")
 
 
 @pytest.mark.real_data
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_reduced_precision_reaches_float32s_accuracy_on_real_mnist(
         tmp_path, real_data, float32_accuracy, precision):
-    result = train(tmp_path, real_data[0], *PRECISION_RUN, f"--precision={precision}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f"Precision: {precision}" in result.stdout
-    accuracy = json.loads((tmp_path / "results.json").read_text())["test_accuracy"]
+    accuracy = train_in_process(tmp_path, real_data[0], precision)
     assert float32_accuracy >= 0.95
     assert abs(accuracy - float32_accuracy) <= 0.01, (accuracy, float32_accuracy)
