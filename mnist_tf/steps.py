@@ -267,8 +267,10 @@ def make_distributed_train_step(
 
     Returns:
         A `tf.function` taking an iterator over the strategy's distributed
-        dataset (global batches of (images, labels)) and returning the
-        global mean loss and the applied (summed) gradients.
+        dataset (global batches of (images, labels)) and this process's stop
+        vote (int32 scalar, 1 after a SIGTERM/SIGINT), and returning the
+        global mean loss, the applied (summed) gradients, and whether any
+        process voted to stop.
     """
     parameters = model.parameters()
     kernels = model.kernels()
@@ -277,7 +279,7 @@ def make_distributed_train_step(
     guarded = loss_scale is not None and loss_scale.guards
     replicas = strategy.num_replicas_in_sync
 
-    def replica_step(images, labels, dropout_seed, augment_seed):
+    def replica_step(images, labels, dropout_seed, augment_seed, stop_vote):
         replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group,
                           tf.int64)
         # Different masks and warps on each replica's examples.
@@ -296,18 +298,21 @@ def make_distributed_train_step(
         gradients = tape.gradient(scaled_loss, parameters)
         correct = tf.reduce_sum(tf.cast(
             tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.int64))
-        return gradients, loss, tf.reduce_sum(per_example), correct
+        # tf.identity: a per-replica value, so the SUM below spans every process.
+        return gradients, loss, tf.reduce_sum(per_example), correct, tf.identity(stop_vote)
 
-    def train_step(iterator):
+    def train_step(iterator, stop_vote):
         images, labels = next(iterator)
         # The same draws, in the same order, as the single-device step.
         no_seed = tf.zeros([2], tf.int64)
         dropout_seed = rng.make_seeds(1)[:, 0] if use_dropout else no_seed
         augment_seed = rng.make_seeds(1)[:, 0] if augment is not None else no_seed
-        gradients, loss, loss_sum, correct = strategy.run(
-            replica_step, args=(images, labels, dropout_seed, augment_seed))
+        gradients, loss, loss_sum, correct, stop_votes = strategy.run(
+            replica_step, args=(images, labels, dropout_seed, augment_seed, stop_vote))
 
         def total(value):
+            if replicas == 1:
+                return value  # One replica in all: its value is already the total.
             return strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
 
         gradients = [total(g) for g in gradients]
@@ -325,7 +330,10 @@ def make_distributed_train_step(
         else:
             optimizer.apply(gradients, parameters, schedule(optimizer.step))
         metrics.add(total(loss_sum), total(correct), global_batch_size)
-        return loss, gradients
+        # Any worker asked to stop (SIGTERM) makes every worker stop after this
+        # same step; one stopping alone would leave the others waiting forever
+        # in their next all-reduce.
+        return loss, gradients, total(stop_votes) > 0
 
     return tf.function(train_step)
 

@@ -20,6 +20,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -403,6 +404,7 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
     interval_start, interval_step = time.perf_counter(), step
     saved_step = step if restored else -1
     target_reached = None  # {"step", "seconds"} once stop_at_test_accuracy is met.
+    agreed_stop = False  # Distributed runs: some process was asked to stop.
     try:
         while step < total_steps and target_reached is None:
             epoch, offset = divmod(step, steps_per_epoch)
@@ -427,7 +429,9 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
                     loss, gradients = train_fn(order, tf.constant(first, tf.int32),
                                                tf.constant(stop - step, tf.int32))
                 elif strategy is not None:
-                    loss, gradients = train_fn(batches)
+                    vote = int(stop_request is not None and stop_request())
+                    loss, gradients, agreed_stop = train_fn(batches, tf.constant(vote, tf.int32))
+                    agreed_stop = bool(agreed_stop)
                 else:
                     loss, gradients = train_fn(*next(batches))
                 step = stop
@@ -500,13 +504,16 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
                     interval_start, interval_step = time.perf_counter(), step
                 else:
                     interval_start += time.perf_counter() - pause_start
-                if stop_request is not None and stop_request() and step < total_steps:
+                # Under a strategy, the stop is agreed by all processes in the step itself.
+                asked = stop_request is not None and stop_request()
+                if (agreed_stop if strategy is not None else asked) and step < total_steps:
                     # SIGTERM/SIGINT: the call in flight has finished; keep its work.
                     if saved_step != step:
                         manager.save(checkpoint_number=step)
                     writers.close()
-                    raise preemption.Stopped(stop_request.signum, step,
-                                             manager.latest_checkpoint)
+                    signum = (stop_request.signum if stop_request is not None
+                              and stop_request.signum else signal.SIGTERM)
+                    raise preemption.Stopped(signum, step, manager.latest_checkpoint)
     finally:
         # Also on errors and when the window reaches past the last step: a
         # profiler left running would keep collecting and refuse the next start.

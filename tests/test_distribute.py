@@ -154,3 +154,38 @@ def test_cli_refuses_a_batch_that_does_not_split_over_the_replicas(tmp_path, sma
                         "--nodownload", "--distribution=mirrored", "--cpu_replicas=3",
                         "--batch_size=64")
     assert_usage_error(result, "--batch_size", "64", "3 replicas")
+
+
+def test_sigterm_to_one_worker_stops_every_worker_at_the_same_step(tmp_path, small_data_dir):
+    import signal
+
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    workdir = tmp_path / "run"
+    flags = [f"--workdir={workdir}", f"--data_dir={small_data_dir}", *COMMON,
+             "--train_steps=2000", "--distribution=multi_worker"]
+    processes = []
+    try:
+        for index in range(2):
+            env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CONFIG=json.dumps(
+                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "mnist_tf.train", *flags], cwd=REPO, env=env,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        for line in processes[1].stdout:  # Worker 1 (not the chief) is preempted.
+            if line.startswith("step 20/"):
+                break
+        processes[1].send_signal(signal.SIGTERM)
+        outputs = [p.communicate(timeout=120) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    steps = []
+    for p, (out, err) in zip(processes, outputs):
+        assert p.returncode == 128 + signal.SIGTERM, err[-3000:]
+        stopped = [line for line in out.splitlines() if line.startswith("Stopped: ")]
+        assert len(stopped) == 1, out[-2000:]
+        steps.append(int(stopped[0].split(" at step ")[1].split(";")[0]))
+    assert steps[0] == steps[1] < 2000
+    assert (workdir / "checkpoints" / f"ckpt-{steps[0]}.index").exists()  # The chief's.
