@@ -104,11 +104,34 @@ def make_train_step(
     return tf.function(train_step, input_signature=signature, jit_compile=jit_compile)
 
 
+def _apply(optimizer, schedule, parameters, gradients, loss_scale):
+    """Unscales the gradients, updates the loss scale and applies Adam; returns the gradients.
+
+    With loss scaling or `--nan_policy=skip_step`, a step whose gradients are
+    not all finite is skipped: weights, slots and Adam's step untouched.
+    """
+    if loss_scale is not None and loss_scale.enabled:
+        gradients = loss_scale.unscale(gradients)
+    if loss_scale is None or not loss_scale.guards:
+        with tf.name_scope("adam"):
+            optimizer.apply(gradients, parameters, schedule(optimizer.step))
+        return gradients
+    with tf.name_scope("loss_scale"):
+        finite = loss_scale.update(gradients)
+
+    def apply():
+        optimizer.apply(gradients, parameters, schedule(optimizer.step))
+        return tf.constant(True)
+
+    with tf.name_scope("adam"):
+        tf.cond(finite, apply, lambda: tf.constant(False))
+    return gradients
+
+
 def _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay, augment,
                    loss_scale=None):
     """The Python body of one training step, shared by both traced forms."""
     scaling = loss_scale is not None and loss_scale.enabled
-    guarded = loss_scale is not None and loss_scale.guards
     parameters = model.parameters()
     kernels = model.kernels()
     use_dropout = model.dropout > 0.0
@@ -132,22 +155,7 @@ def _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay, augme
         # float32 gradients whatever the compute dtype: the variables are float32
         # and the gradient of their cast casts back.
         gradients = tape.gradient(scaled_loss, parameters)
-        if scaling:
-            gradients = loss_scale.unscale(gradients)
-        if guarded:
-            with tf.name_scope("loss_scale"):
-                finite = loss_scale.update(gradients)
-
-            def apply():
-                optimizer.apply(gradients, parameters, schedule(optimizer.step))
-                return tf.constant(True)
-
-            # A non-finite gradient skips the update: weights, slots and step untouched.
-            with tf.name_scope("adam"):
-                tf.cond(finite, apply, lambda: tf.constant(False))
-        else:
-            with tf.name_scope("adam"):
-                optimizer.apply(gradients, parameters, schedule(optimizer.step))
+        gradients = _apply(optimizer, schedule, parameters, gradients, loss_scale)
         with tf.name_scope("metrics"):
             metrics.update(per_example, logits, labels)
         # The gradients are returned for the TensorBoard histograms rather than
@@ -276,7 +284,6 @@ def make_distributed_train_step(
     kernels = model.kernels()
     use_dropout = model.dropout > 0.0
     scaling = loss_scale is not None and loss_scale.enabled
-    guarded = loss_scale is not None and loss_scale.guards
     replicas = strategy.num_replicas_in_sync
 
     def replica_step(images, labels, dropout_seed, augment_seed, stop_vote):
@@ -317,18 +324,7 @@ def make_distributed_train_step(
 
         gradients = [total(g) for g in gradients]
         loss = total(loss)
-        if scaling:
-            gradients = loss_scale.unscale(gradients)
-        if guarded:
-            finite = loss_scale.update(gradients)
-
-            def apply():
-                optimizer.apply(gradients, parameters, schedule(optimizer.step))
-                return tf.constant(True)
-
-            tf.cond(finite, apply, lambda: tf.constant(False))
-        else:
-            optimizer.apply(gradients, parameters, schedule(optimizer.step))
+        gradients = _apply(optimizer, schedule, parameters, gradients, loss_scale)
         metrics.add(total(loss_sum), total(correct), global_batch_size)
         # Any worker asked to stop (SIGTERM) makes every worker stop after this
         # same step; one stopping alone would leave the others waiting forever
