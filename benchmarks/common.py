@@ -68,16 +68,16 @@ def mnist_arrays(data_dir: str | None = None):
     Falls back to random data of the same shape (throughput does not depend on
     the values) and says so.
     """
-    from mnist_tf import sources
+    from mnist_tf import data, sources
 
     data_dir = data_dir or sources.default_data_dir()
     if sources.is_prepared(data_dir):
         import tensorflow_datasets as tfds
 
-        train = tfds.as_numpy(tfds.load("mnist", split="train", data_dir=data_dir,
-                                        batch_size=-1, download=False))
-        images = train["image"].reshape(-1, 784).astype(np.float32) / 255.0
-        return images, train["label"].astype(np.int32), "mnist"
+        # The trainer's decoded-PNG cache (decoded once, then read back).
+        images, labels = data.decoded_arrays(tfds.builder("mnist", data_dir=data_dir))["train"]
+        return (images.reshape(-1, 784).astype(np.float32) / 255.0, labels.astype(np.int32),
+                "mnist")
     rng = np.random.default_rng(0)
     return (rng.random((60000, 784), dtype=np.float32),
             rng.integers(0, 10, 60000).astype(np.int32), "random")

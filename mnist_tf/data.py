@@ -84,11 +84,6 @@ def to_pixels(images: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tf.cast(images, tf.float32) / 255.0, [-1, NUM_PIXELS])
 
 
-def preprocess(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Maps one uint8 [28, 28, 1] image to float32 [784] in [0, 1] and the label to int32."""
-    return to_pixels(image)[0], tf.cast(label, tf.int32)
-
-
 def from_arrays(images: np.ndarray, labels: np.ndarray) -> Examples:
     """Preprocesses uint8 images [N, 28, 28(, 1)] and integer labels [N] into `Examples`."""
     return Examples(to_pixels(images), tf.cast(labels, tf.int32))

@@ -64,7 +64,7 @@ def build_serving_module(model):
         check = tf.debugging.Assert(valid, [
             "images must be uint8 [N, 28, 28, 1] or [N, 28, 28]; got shape", shape])
         with tf.control_dependencies([check]):
-            # Exactly data.preprocess: cast, divide by 255, flatten.
+            # Exactly data.to_pixels: cast, divide by 255, flatten.
             pixels = tf.reshape(tf.cast(images, tf.float32) / 255.0, [-1, 28 * 28])
         probabilities = tf.nn.softmax(model(pixels, training=False))
         classes = tf.argmax(probabilities, axis=1, output_type=tf.int64)

@@ -255,6 +255,7 @@ def train_and_evaluate(
         preemption.Stopped: when `stop_request` asked for an early stop.
     """
     process_start = time.time() if process_start is None else process_start
+    workdir = files.prepare_workdir(workdir)
     # Before any work: asking for a GPU that is not there is an error.
     device = devices.resolve(config.device)
     devices.set_tensor_float_32(config.enable_tensor_float_32)
@@ -270,7 +271,7 @@ def train_and_evaluate(
     # chief's outputs are the run's (tf.distribute's multi-worker recipe).
     write_dir = None if chief else tempfile.mkdtemp(prefix="mnist_tf_worker_")
     # One training run per workdir at a time (the chief's; other workers only read it).
-    lock = files.workdir_lock(files.prepare_workdir(workdir)) if chief else contextlib.nullcontext()
+    lock = files.workdir_lock(workdir) if chief else contextlib.nullcontext()
     try:
         with lock, tf.device(device):
             return _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download,
@@ -283,8 +284,10 @@ def train_and_evaluate(
 
 def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, splits, log,
                         process_start, device, strategy, write_dir, stop_request):
-    """`train_and_evaluate` inside its device scope; `write_dir` None: the workdir."""
-    workdir = files.prepare_workdir(workdir)
+    """`train_and_evaluate` inside its device scope, on a prepared workdir.
+
+    `write_dir`: where this process writes (None: the workdir).
+    """
     write_dir = write_dir or workdir
     check_resume_config(workdir, config)
     set_seeds(config.seed, config.deterministic)
@@ -333,7 +336,7 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
         else ""))
     if strategy is not None:
         log(f"Distribution: {distribute.describe(strategy)}; global batch {config.batch_size}, "
-            f"{config.batch_size // distribute.num_replicas(strategy)} per replica")
+            f"{config.batch_size // strategy.num_replicas_in_sync} per replica")
     log(f"Precision: {mixed.name} (compute {mixed.compute_dtype.name}, weights float32"
         + (f", dynamic loss scale {float(loss_scale.scale.numpy()):g}" if mixed.loss_scaling
            else "") + ")")
@@ -404,7 +407,7 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
     interval_start, interval_step = time.perf_counter(), step
     saved_step = step if restored else -1
     target_reached = None  # {"step", "seconds"} once stop_at_test_accuracy is met.
-    agreed_stop = False  # Distributed runs: some process was asked to stop.
+    agreed_stop = False  # Some process (this one, or under a strategy any) was asked to stop.
     try:
         while step < total_steps and target_reached is None:
             epoch, offset = divmod(step, steps_per_epoch)
@@ -505,8 +508,9 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
                 else:
                     interval_start += time.perf_counter() - pause_start
                 # Under a strategy, the stop is agreed by all processes in the step itself.
-                asked = stop_request is not None and stop_request()
-                if (agreed_stop if strategy is not None else asked) and step < total_steps:
+                if strategy is None:
+                    agreed_stop = stop_request is not None and stop_request()
+                if agreed_stop and step < total_steps:
                     # SIGTERM/SIGINT: the call in flight has finished; keep its work.
                     if saved_step != step:
                         manager.save(checkpoint_number=step)

@@ -329,7 +329,7 @@ def test_unusable_files_raise_image_errors(tmp_path, bad_files):
 
 def test_model_input_is_exactly_trainings_preprocessing():
     digits = np.random.default_rng(0).integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
-    expected = np.stack([data.preprocess(d[..., None], 0)[0].numpy() for d in digits])
+    expected = data.to_pixels(digits).numpy()
     actual = preprocess.to_model_input(digits)
     assert actual.dtype == np.float32 and actual.shape == (5, 784)
     np.testing.assert_array_equal(actual, expected)
