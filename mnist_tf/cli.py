@@ -7,7 +7,7 @@ import re
 import sys
 import tempfile
 
-from absl import flags
+from absl import app, flags
 
 # TensorFlow's C++ logging (oneDNN, CUDA probing) is noise for users; must be
 # set before TensorFlow is imported. MNIST_TF_VERBOSE=1 keeps it.
@@ -99,3 +99,30 @@ def parse_flags(argv: list[str]) -> list[str]:
     except flags.Error as e:
         fail(str(e).strip().splitlines()[0])
     return []  # Unreachable; fail() exits.
+
+
+def run(main) -> None:
+    """Runs an entry point's `main` under absl (flags parsed by `parse_flags`), then exits.
+
+    The exit skips the interpreter's own shutdown with `os._exit`: once
+    TensorFlow is loaded, tearing down its thousands of modules and objects
+    takes 1.2-1.5 s on 2 cores (measured: `import tensorflow` then exit) and
+    does nothing a finished command needs. Every output the tools write is
+    complete by then (written, fsync'ed or closed, renamed), summary writers
+    are closed by the code that opened them, and the standard streams are
+    flushed here. Exceptions other than SystemExit (bugs) take the normal
+    path, traceback included.
+    """
+    try:
+        app.run(main, flags_parser=parse_flags)
+        status = 0
+    except SystemExit as e:
+        status = e.code
+    if status is None:
+        status = 0
+    elif not isinstance(status, int):  # sys.exit("message"): printed, status 1.
+        print(status, file=sys.stderr)
+        status = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

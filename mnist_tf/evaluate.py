@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from mnist_tf import cli, files
 from mnist_tf.errors import UserError
@@ -222,4 +222,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_evaluate_flags()
-    app.run(main, flags_parser=cli.parse_flags)
+    cli.run(main)

@@ -26,7 +26,7 @@ import os
 import shutil
 import uuid
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from mnist_tf import cli, files
 from mnist_tf.errors import UserError
@@ -216,4 +216,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_export_flags()
-    app.run(main, flags_parser=cli.parse_flags)
+    cli.run(main)

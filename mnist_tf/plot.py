@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from mnist_tf import cli
 from mnist_tf.errors import UserError
@@ -203,4 +203,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_plot_flags()
-    app.run(main, flags_parser=cli.parse_flags)
+    cli.run(main)

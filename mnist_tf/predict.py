@@ -23,7 +23,7 @@ import sys
 from typing import TextIO
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from mnist_tf import cli, preprocess  # cli sets TF's log level before TF loads.
 from mnist_tf.errors import DataError, UserError
@@ -326,4 +326,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_predict_flags()
-    app.run(main, flags_parser=cli.parse_flags)
+    cli.run(main)

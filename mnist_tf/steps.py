@@ -101,7 +101,8 @@ def make_train_step(
         tf.TensorSpec([batch_size, NUM_PIXELS], tf.float32, name="images"),
         tf.TensorSpec([batch_size], tf.int32, name="labels"),
     ]
-    return tf.function(train_step, input_signature=signature, jit_compile=jit_compile)
+    return tf.function(train_step, input_signature=signature, jit_compile=jit_compile,
+                       autograph=False)
 
 
 def _apply(optimizer, schedule, parameters, gradients, loss_scale):
@@ -218,16 +219,18 @@ def make_train_loop(
     positions = tf.range(batch_size, dtype=tf.int32)
 
     def train_loop(order, first_batch, count):
-        loss, gradients = tf.constant(0.0), zero_gradients
-        i = tf.constant(0, tf.int32)
-        # A plain while loop: `tf.range(count)` would make XLA want `count` as
-        # a compile-time constant (one compilation per distinct count).
-        while i < count:
+        def body(i, loss, gradients):
             # A gather, not tf.slice: XLA treats a slice's start as a compile-time
             # constant and would recompile for every new `first_batch`.
             index = tf.gather(order, (first_batch + i) * batch_size + positions)
             loss, gradients = train_step(tf.gather(images, index), tf.gather(labels, index))
-            i += 1
+            return i + 1, loss, gradients
+
+        # A while loop on a tensor `count`: `tf.range(count)` would make XLA want
+        # `count` as a compile-time constant (one compilation per distinct count).
+        _, loss, gradients = tf.while_loop(
+            lambda i, loss, gradients: i < count, body,
+            (tf.constant(0, tf.int32), tf.constant(0.0), zero_gradients))
         return loss, gradients
 
     signature = [
@@ -235,7 +238,8 @@ def make_train_loop(
         tf.TensorSpec([], tf.int32, name="first_batch"),
         tf.TensorSpec([], tf.int32, name="count"),
     ]
-    return tf.function(train_loop, input_signature=signature, jit_compile=jit_compile)
+    return tf.function(train_loop, input_signature=signature, jit_compile=jit_compile,
+                       autograph=False)
 
 
 def make_distributed_train_step(
@@ -331,7 +335,7 @@ def make_distributed_train_step(
         # in their next all-reduce.
         return loss, gradients, total(stop_votes) > 0
 
-    return tf.function(train_step)
+    return tf.function(train_step, autograph=False)
 
 
 def make_eval_step(
@@ -358,4 +362,5 @@ def make_eval_step(
         tf.TensorSpec([batch_size], tf.int32, name="labels"),
         tf.TensorSpec([batch_size], tf.bool, name="mask"),
     ]
-    return tf.function(eval_step, input_signature=signature, jit_compile=jit_compile)
+    return tf.function(eval_step, input_signature=signature, jit_compile=jit_compile,
+                       autograph=False)

@@ -8,7 +8,7 @@ import time
 
 _PROCESS_START = time.time()
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
 from mnist_tf import cli, files  # noqa: E402  (cli sets TF's log level before TF loads)
 from mnist_tf.config import (  # noqa: E402
@@ -222,4 +222,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_train_flags()
-    app.run(main, flags_parser=cli.parse_flags)
+    cli.run(main)

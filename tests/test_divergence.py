@@ -81,3 +81,32 @@ def test_a_learning_rate_that_diverges_stops_the_cli_with_one_line(tmp_path, sma
     assert checkpoint_files(workdir) == before
     assert (workdir / "results.json").read_bytes() == results_before
     assert json.loads(results_before)["global_step"] == 4
+
+
+def final_checkpoint(workdir):
+    """Every variable of the workdir's newest checkpoint, by name (save_counter aside)."""
+    reader = tf.train.load_checkpoint(str(workdir / "checkpoints"))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if not name.startswith("save_counter")}
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
+def test_a_run_with_skipped_steps_resumes_exactly(tmp_path, precision):
+    # Stopped at step 15, after the first epoch's skipped update, and resumed: the
+    # checkpoint must carry the skip count (it is part of the data position), the
+    # float16 loss scale the skip halved, the dropout RNG and Adam's state.
+    config = dict(SMALL, nan_policy="skip_step", precision=precision, dropout=0.2)
+    straight, _ = run(TrainConfig(**config), tmp_path / "straight")
+    stopped, _ = run(TrainConfig(**config, train_steps=15), tmp_path / "resumed")
+    assert stopped["skipped_steps"] >= 1  # At least epoch 1's poisoned batch.
+    resumed, lines = run(TrainConfig(**config), tmp_path / "resumed")
+    assert any(line.startswith("Resuming from") and "at step 15" in line for line in lines)
+    assert resumed["skipped_steps"] == straight["skipped_steps"] == 3
+    assert resumed["params_sha256"] == straight["params_sha256"]
+    expected, actual = final_checkpoint(tmp_path / "straight"), final_checkpoint(
+        tmp_path / "resumed")
+    assert expected.keys() == actual.keys()
+    if precision == "mixed_float16":
+        assert any("loss_scale" in name for name in expected)
+    for name in expected:
+        np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)

@@ -23,11 +23,12 @@ RUN = ["--hidden_sizes=32", "--batch_size=32", "--validation_size=0", "--train_s
        "--eval_batch_size=100", "--dropout=0.2", "--deterministic", "--nodownload"]
 
 
-def start(workdir, data_dir):
+def start(workdir, data_dir, *flags):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen(
         [sys.executable, "-m", "mnist_tf.train", f"--workdir={workdir}", f"--data_dir={data_dir}",
-         *RUN], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         *RUN, *flags],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for_step(process, at_least):
@@ -40,10 +41,10 @@ def wait_for_step(process, at_least):
     raise AssertionError(f"the run ended before step {at_least}:\n{''.join(lines)}")
 
 
-def finish(workdir, data_dir):
+def finish(workdir, data_dir, *flags):
     result = subprocess.run(
         [sys.executable, "-m", "mnist_tf.train", f"--workdir={workdir}", f"--data_dir={data_dir}",
-         *RUN], cwd=REPO, capture_output=True, text=True, timeout=240)
+         *RUN, *flags], cwd=REPO, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
     return result.stdout, json.loads((workdir / "results.json").read_text())
 
@@ -102,21 +103,46 @@ def test_ctrl_c_stops_the_same_way(tmp_path, small_data_dir):
     assert (tmp_path / "checkpoints" / f"ckpt-{step}.index").exists()
 
 
-def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(
-        tmp_path, small_data_dir, uninterrupted):
-    process = start(tmp_path, small_data_dir)
+def kill_after_step(step, workdir, data_dir, *flags):
+    process = start(workdir, data_dir, *flags)
     try:
-        wait_for_step(process, 160)
+        wait_for_step(process, step)
         process.kill()  # SIGKILL: no handler runs, nothing is flushed.
         process.wait(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def resumed_step(out):
+    return int(out.split("Resuming from ")[1].split(" at step ")[1].split()[0])
+
+
+def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(
+        tmp_path, small_data_dir, uninterrupted):
+    kill_after_step(160, tmp_path, small_data_dir)
     resumed_out, results = finish(tmp_path, small_data_dir)
-    resumed_at = int(resumed_out.split("Resuming from ")[1].split(" at step ")[1].split()[0])
+    resumed_at = resumed_step(resumed_out)
     assert resumed_at >= 150 and resumed_at % 50 == 0  # The newest checkpoint, not earlier.
     assert results["params_sha256"] == uninterrupted
+
+
+def test_sigkill_under_float16_loss_scaling_and_mirrored_replicas_resumes_exactly(
+        tmp_path, small_data_dir):
+    # One run covers both options a resume must carry: the float16 loss scale and
+    # its streak in the checkpoint, and variables mirrored over two replicas (each
+    # drawing its own dropout masks) saved by and restored into a strategy.
+    options = ["--precision=mixed_float16", "--distribution=mirrored", "--cpu_replicas=2",
+               "--train_steps=200", "--checkpoint_every_steps=40"]
+    _, straight = finish(tmp_path / "straight", small_data_dir, *options)
+    kill_after_step(60, tmp_path / "killed", small_data_dir, *options)
+    out, resumed = finish(tmp_path / "killed", small_data_dir, *options)
+    assert "Distribution: MirroredStrategy, 2 replicas" in out
+    assert "dynamic loss scale" in out
+    resumed_at = resumed_step(out)
+    assert 40 <= resumed_at < 200 and resumed_at % 40 == 0
+    assert resumed["params_sha256"] == straight["params_sha256"]
 
 
 def test_a_second_sigint_aborts_at_once():
