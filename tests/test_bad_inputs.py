@@ -15,9 +15,6 @@ from conftest import assert_usage_error, run_module
 from mnist_tf import data, trainer
 from mnist_tf.config import TrainConfig
 
-# Its tests share expensive module fixtures: keep them on one xdist worker.
-pytestmark = pytest.mark.xdist_group("bad_inputs")
-
 
 def snapshot(*roots):
     """sha256 of every file under the roots, by path (the workdir lock's pid aside)."""

@@ -21,8 +21,6 @@ from conftest import REPO
 from mnist_tf import trainer
 from mnist_tf.config import TrainConfig
 
-pytestmark = pytest.mark.xdist_group("crash_safety")
-
 CHILD = r"""
 import os, runpy, signal, sys
 from mnist_tf import files

@@ -20,9 +20,6 @@ from mnist_tf import distribute, inference
 from mnist_tf.config import ConfigError, TrainConfig
 from mnist_tf.errors import UserError
 
-# Its tests share expensive module fixtures: keep them on one xdist worker.
-pytestmark = pytest.mark.xdist_group("distribute")
-
 # Dropout off: the replicas draw their own masks, so only then is a mirrored
 # step the same arithmetic as a single-device step on the same global batch.
 COMMON = ["--hidden_sizes=32", "--batch_size=64", "--train_steps=16", "--validation_size=100",

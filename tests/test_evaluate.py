@@ -15,9 +15,6 @@ from mnist_tf import evaluate, trainer
 from mnist_tf.config import TrainConfig
 from mnist_tf.errors import CheckpointError, UserError
 
-# Its tests share expensive module fixtures: keep them on one xdist worker.
-pytestmark = pytest.mark.xdist_group("evaluate")
-
 REPO = Path(__file__).resolve().parents[1]
 # Checkpoints at steps 10, 20 and 30; 100 validation examples carved from 600.
 SMALL = dict(hidden_sizes=(32,), batch_size=32, train_steps=30, validation_size=100,

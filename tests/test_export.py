@@ -14,9 +14,6 @@ from mnist_tf import export, inference, sources, trainer
 from mnist_tf.config import TrainConfig
 from mnist_tf.errors import CheckpointError, UserError
 
-# Its tests share expensive module fixtures: keep them on one xdist worker.
-pytestmark = pytest.mark.xdist_group("export")
-
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(hidden_sizes=(32,), batch_size=32, train_steps=30, validation_size=0,
              learning_rate=3e-3, log_every_steps=10, checkpoint_every_steps=10,

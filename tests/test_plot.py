@@ -12,9 +12,6 @@ from mnist_tf import plot, trainer
 from mnist_tf.config import TrainConfig
 from mnist_tf.errors import UserError
 
-# Its tests share expensive module fixtures: keep them on one xdist worker.
-pytestmark = pytest.mark.xdist_group("plot")
-
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -26,9 +26,6 @@ from mnist_tf import data, predict, preprocess, trainer
 from mnist_tf.config import TrainConfig
 from mnist_tf.errors import CheckpointError, UserError
 
-# Its tests share expensive module fixtures: keep them on one xdist worker.
-pytestmark = pytest.mark.xdist_group("predict")
-
 REPO = Path(__file__).resolve().parents[1]
 FONT_SIZES = (24, 32, 44, 60, 80)
 

@@ -13,9 +13,6 @@ from conftest import REPO
 
 from mnist_tf import preemption
 
-# Its tests share expensive module fixtures: keep them on one xdist worker.
-pytestmark = pytest.mark.xdist_group("preemption")
-
 # 600 training examples, 18 steps per epoch; dropout on, so that the checkpointed RNG
 # is part of what must resume.
 RUN = ["--hidden_sizes=32", "--batch_size=32", "--validation_size=0", "--train_steps=300",

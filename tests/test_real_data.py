@@ -17,9 +17,6 @@ import pytest
 from mnist_tf import sources, trainer
 from mnist_tf.config import TrainConfig
 
-# Its tests share expensive module fixtures: keep them on one xdist worker.
-pytestmark = pytest.mark.xdist_group("real_data")
-
 REPO = Path(__file__).resolve().parents[1]
 
 
