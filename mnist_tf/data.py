@@ -33,7 +33,7 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from mnist_tf import files
+from mnist_tf import files, sources
 from mnist_tf.errors import DataError, UserError
 
 NUM_PIXELS = 28 * 28
@@ -144,6 +144,15 @@ def decoded_arrays(builder) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return arrays
 
 
+def _unreadable(data_dir: str, error: Exception) -> DataError:
+    """The one-line error for a prepared copy TFDS cannot read (other version, damage)."""
+    reason = " ".join(str(error).split())  # TFDS's messages may span lines.
+    return DataError(
+        f"cannot read the prepared mnist in {data_dir}: {reason}; move "
+        f"{sources.dataset_dir(data_dir)} away to have it prepared again, or pass another "
+        "--data_dir")
+
+
 def load_splits(data_dir: str, validation_size: int) -> Splits:
     """Loads the prepared TFDS `mnist` from `data_dir` and splits it.
 
@@ -165,7 +174,7 @@ def load_splits(data_dir: str, validation_size: int) -> Splits:
         num_all_train = builder.info.splits["train"].num_examples
         num_test = builder.info.splits["test"].num_examples
     except Exception as e:  # noqa: BLE001 - TFDS raises many types on bad metadata.
-        raise DataError(f"cannot read the prepared mnist in {data_dir}: {e}") from None
+        raise _unreadable(data_dir, e) from None
     if validation_size >= num_all_train:
         raise UserError(
             f"--validation_size: {validation_size} leaves no training examples "
@@ -175,7 +184,7 @@ def load_splits(data_dir: str, validation_size: int) -> Splits:
     try:
         arrays = decoded_arrays(builder)
     except Exception as e:  # noqa: BLE001 - TFDS raises many types on damaged records.
-        raise DataError(f"cannot read the prepared mnist in {data_dir}: {e}") from None
+        raise _unreadable(data_dir, e) from None
     (train_images, train_labels), (test_images, test_labels) = arrays["train"], arrays["test"]
     validation = None
     if validation_size:

@@ -6,6 +6,7 @@ as they were.
 """
 
 import hashlib
+import json
 import os
 import shutil
 
@@ -58,6 +59,16 @@ def world(tmp_path_factory, small_data_dir):
                 with open(os.path.join(folder, name), "r+b") as f:
                     f.seek(20)
                     f.write(b"\xff" * 40)
+    # A prepared copy of another version of the dataset (its metadata says 1.0.0).
+    wrong = root / "wrong_version"
+    shutil.copytree(small_data_dir, wrong, ignore=shutil.ignore_patterns("mnist_tf_decoded"))
+    info_path = wrong / "mnist" / "3.0.1" / "dataset_info.json"
+    info = json.loads(info_path.read_text())
+    info["version"] = "1.0.0"
+    info_path.write_text(json.dumps(info))
+    # An empty data dir, and an empty directory given as the IDX files' source.
+    (root / "empty").mkdir()
+    (root / "empty_manual").mkdir()
     # A workdir whose only checkpoint is truncated.
     broken = root / "broken"
     shutil.copytree(workdir, broken)
@@ -97,6 +108,12 @@ CASES = [
     (T, ["--workdir={root}/fresh", "--data_dir={root}/damaged", "--nodownload",
          "--validation_size=100"],
      ["cannot read the prepared mnist", "damaged"]),
+    (T, ["--workdir={root}/fresh", "--data_dir={root}/wrong_version", "--nodownload",
+         "--validation_size=100"],
+     ["wrong_version", "Proto version: 1.0.0", "mnist/3.0.1 away", "another --data_dir"]),
+    (T, ["--workdir={root}/fresh", "--data_dir={root}/empty", "--nodownload",
+         "--manual_dir={root}/empty_manual", "--validation_size=100"],
+     ["--manual_dir", "empty_manual", "lacks", "train-images-idx3-ubyte.gz"]),
     # Evaluate.
     ("mnist_tf.evaluate", ["--workdir={root}/nowhere", "--data_dir={root}/tfds", "--nodownload"],
      ["nowhere"]),
