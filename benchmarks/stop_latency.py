@@ -18,7 +18,9 @@ exit.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import platform
 import random
 import signal
 import statistics
@@ -65,8 +67,13 @@ def steps_done(line: str) -> int | None:
     return None
 
 
-def stop_once(workdir: str, signum: int, delay: float) -> tuple[float, int]:
-    """Runs, signals and waits; returns (seconds from signal to exit, step stopped at)."""
+def stop_once(workdir: str, signum: int, delay: float) -> tuple[float, int, str]:
+    """Runs, signals and waits.
+
+    Returns:
+        (seconds from the signal to the exit, the step stopped at, the run's
+        `Device:` line).
+    """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(train_command(workdir), cwd=REPO, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -96,7 +103,9 @@ def stop_once(workdir: str, signum: int, delay: float) -> tuple[float, int]:
     step = int(stopped[0].split(" at step ")[1].split(";")[0])
     if not os.path.exists(os.path.join(workdir, "checkpoints", f"ckpt-{step}.index")):
         cli.fail(f"the run said it saved ckpt-{step}, but {workdir}/checkpoints lacks it")
-    return seconds, step
+    device = next((line.split(": ", 1)[1].strip() for line in lines
+                   if line.startswith("Device: ")), "unknown")
+    return seconds, step, device
 
 
 def main(argv):
@@ -114,7 +123,7 @@ def main(argv):
         seconds, steps = [], []
         for repeat in range(FLAGS.repeats):
             workdir = os.path.join(scratch, f"run{repeat}")
-            took, step = stop_once(workdir, signum, delays(0.0, FLAGS.jitter_seconds))
+            took, step, device = stop_once(workdir, signum, delays(0.0, FLAGS.jitter_seconds))
             seconds.append(took)
             steps.append(step)
             print(f"repeat {repeat + 1}/{FLAGS.repeats}: stopped at step {step}, exited "
@@ -129,13 +138,18 @@ def main(argv):
             resumed = True
 
     median = statistics.median(seconds)
-    cli.import_tensorflow_quietly()
     result = {
         "benchmark": "stop_latency", "config": FLAGS.config, "signal": FLAGS.signal,
         "after_steps": FLAGS.after_steps, "jitter_seconds": FLAGS.jitter_seconds,
         "extra_flags": FLAGS.extra_flag,
         "seconds": [round(s, 3) for s in seconds], "median_seconds": round(median, 3),
-        "stopped_at_steps": steps, "resumed": resumed, **common.machine(),
+        "stopped_at_steps": steps, "resumed": resumed,
+        # Described without loading TensorFlow here: the device is the one the
+        # runs reported.
+        "device": device, "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "tensorflow": importlib.metadata.version("tensorflow"),
+        "python": sys.version.split()[0],
     }
     common.report(f"{FLAGS.signal} to exit", [
         ("run", f"{FLAGS.config} {' '.join(FLAGS.extra_flag)}".strip()),

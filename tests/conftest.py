@@ -80,3 +80,18 @@ def small_data_dir(tmp_path_factory):
     test = synthetic_digits(200, seed=2)
     mirror.write_tfds_dataset({"train": train, "test": test}, data_dir)
     return str(data_dir)
+
+
+# The test files with the most work (mostly `python -m mnist_tf.*` subprocesses,
+# each paying TensorFlow's ~5 s start-up), heaviest first. pytest-xdist's two
+# processes take whole files in collection order (`--dist loadfile
+# --no-loadscope-reorder` in pyproject.toml); starting with the longest files
+# lets both finish together instead of one waiting on a long file picked last.
+# Only the order depends on this list, never a result.
+HEAVY_FIRST = ("test_preemption.py", "test_bad_inputs.py", "test_trainer.py",
+               "test_distribute.py", "test_benchmarks.py", "test_crash_safety.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(HEAVY_FIRST)))  # Stable.

@@ -98,7 +98,8 @@ def crash_writing(target, module, *flags):
 def test_a_crash_mid_write_leaves_the_old_file_or_none(workdir, small_data_dir, target, module,
                                                        extra):
     before = snapshot(workdir)
-    crash_writing(target, module, f"--workdir={workdir}", f"--data_dir={small_data_dir}", *extra)
+    flags = [f"--workdir={workdir}", f"--data_dir={small_data_dir}", *extra]
+    crash_writing(target, module, *flags)
     after = snapshot(workdir)
     for name, content in before.items():
         assert after[name] == content, f"{name} changed"
@@ -110,13 +111,10 @@ def test_a_crash_mid_write_leaves_the_old_file_or_none(workdir, small_data_dir, 
     hidden = [name for name in after if name not in before and name.startswith(".")]
     assert len(hidden) == 1 and hidden[0].startswith(f".{target}."), hidden
 
+    if target == "eval.json":
+        # The same command run again writes the complete file over the debris.
+        result = subprocess.run([sys.executable, "-m", module, *flags], cwd=REPO,
+                                capture_output=True, text=True, timeout=240)
+        assert result.returncode == 0, result.stderr
+        assert json.loads((workdir / "eval.json").read_text())["num_examples"] == 200
 
-def test_the_crashed_command_run_again_writes_a_complete_file(workdir, small_data_dir):
-    crash_writing("eval.json", "mnist_tf.evaluate", f"--workdir={workdir}",
-                  f"--data_dir={small_data_dir}", "--nodownload")
-    result = subprocess.run(
-        [sys.executable, "-m", "mnist_tf.evaluate", f"--workdir={workdir}",
-         f"--data_dir={small_data_dir}", "--nodownload"],
-        cwd=REPO, capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stderr
-    assert json.loads((workdir / "eval.json").read_text())["num_examples"] == 200
