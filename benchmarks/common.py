@@ -68,14 +68,14 @@ def mnist_arrays(data_dir: str | None = None):
     Falls back to random data of the same shape (throughput does not depend on
     the values) and says so.
     """
-    from mnist_tf import data, sources
+    from mnist_tf.data import pipeline, sources
 
     data_dir = data_dir or sources.default_data_dir()
     if sources.is_prepared(data_dir):
         import tensorflow_datasets as tfds
 
         # The trainer's decoded-PNG cache (decoded once, then read back).
-        images, labels = data.decoded_arrays(tfds.builder("mnist", data_dir=data_dir))["train"]
+        images, labels = pipeline.decoded_arrays(tfds.builder("mnist", data_dir=data_dir))["train"]
         return (images.reshape(-1, 784).astype(np.float32) / 255.0, labels.astype(np.int32),
                 "mnist")
     rng = np.random.default_rng(0)

@@ -2,9 +2,9 @@
 
     python benchmarks/input_pipeline.py --batch_size=128
 
-Loads the prepared TFDS `mnist` exactly as training does (data.load_splits:
+Loads the prepared TFDS `mnist` exactly as training does (pipeline.load_splits:
 the decoded-array cache, or TFDS's PNG decoding when the cache is cold), then
-drains data.train_batches for several epochs, which is what training sees.
+drains pipeline.train_batches for several epochs, which is what training sees.
 Reports the load time with the cache cold (removed first, so TFDS decodes and
 the cache is rewritten) and warm, and the steady-state batch rate. Compare
 with benchmarks/train_throughput.py: the pipeline must be clearly faster than
@@ -38,22 +38,22 @@ def main(argv):
     cli.import_tensorflow_quietly()
     import common
 
-    from mnist_tf import data, sources
+    from mnist_tf.data import pipeline, sources
 
     source = sources.ensure_mnist(FLAGS.data_dir, None, True)
     load_seconds = {}
     for state in ("cold", "warm"):
         if state == "cold":
-            shutil.rmtree(os.path.join(source.data_dir, data.DECODED_CACHE_DIR),
+            shutil.rmtree(os.path.join(source.data_dir, pipeline.DECODED_CACHE_DIR),
                           ignore_errors=True)
         start = time.perf_counter()
-        splits = data.load_splits(source.data_dir, FLAGS.validation_size)
+        splits = pipeline.load_splits(source.data_dir, FLAGS.validation_size)
         load_seconds[state] = time.perf_counter() - start
     times, counts = [], []
     for epoch in range(FLAGS.repeats + 1):
         start = time.perf_counter()
         count = 0
-        for _, labels in data.train_batches(splits.train, FLAGS.batch_size, seed=0,
+        for _, labels in pipeline.train_batches(splits.train, FLAGS.batch_size, seed=0,
                                             epoch=epoch):
             count += int(labels.shape[0])
         times.append(time.perf_counter() - start)

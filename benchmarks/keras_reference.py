@@ -53,15 +53,15 @@ def main(argv):
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    from mnist_tf import data, sources
+    from mnist_tf.data import pipeline, sources
 
     data_dir = FLAGS.data_dir or sources.default_data_dir()
     if not sources.is_prepared(data_dir):
         cli.fail(f"--data_dir: no prepared MNIST in {data_dir}; run `python -m mnist_tf.train "
                  f"--data_dir={data_dir} --train_steps=1` once to prepare it")
-    # The same decoded-PNG cache mnist_tf reads (mnist_tf.data.decoded_arrays), so
+    # The same decoded-PNG cache mnist_tf reads (mnist_tf.data.pipeline.decoded_arrays), so
     # neither side of the comparison pays a decode the other skips.
-    arrays = data.decoded_arrays(tfds.builder("mnist", data_dir=data_dir))
+    arrays = pipeline.decoded_arrays(tfds.builder("mnist", data_dir=data_dir))
     (train_images, y_train), (test_images, y_test) = arrays["train"], arrays["test"]
     x_train = train_images.astype("float32") / 255.0
     x_test = tf.constant(test_images.astype("float32") / 255.0)

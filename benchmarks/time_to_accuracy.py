@@ -130,7 +130,7 @@ def main(argv):
     cli.import_tensorflow_quietly()
     import common
 
-    from mnist_tf import sources
+    from mnist_tf.data import sources
 
     # Prepared before any clock starts: neither side pays for the data's
     # first-time preparation.

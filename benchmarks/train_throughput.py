@@ -65,12 +65,12 @@ def measure_mnist_tf(images, labels, hidden_sizes, batch_size, jit_compile, pipe
     """Returns the per-epoch seconds of mnist_tf's train step (burn-in epoch excluded)."""
     import tensorflow as tf
 
-    from mnist_tf import data
-    from mnist_tf import precision as mixed
-    from mnist_tf.model import MLP
-    from mnist_tf.optimizers import Adam
-    from mnist_tf.schedules import Constant
-    from mnist_tf.steps import Metrics, make_train_loop, make_train_step
+    from mnist_tf.data import pipeline
+    from mnist_tf.model import precision as mixed
+    from mnist_tf.model.mlp import MLP
+    from mnist_tf.model.optimizers import Adam
+    from mnist_tf.model.schedules import Constant
+    from mnist_tf.training.steps import Metrics, make_train_loop, make_train_step
 
     policy = mixed.policy(precision)
     model = MLP(hidden_sizes, seed=0, dropout=dropout, compute_dtype=policy.compute_dtype)
@@ -79,14 +79,14 @@ def measure_mnist_tf(images, labels, hidden_sizes, batch_size, jit_compile, pipe
     rng = tf.random.Generator.from_seed(1)
     num = len(labels) // batch_size * batch_size
     uint8_images = (images[:num] * 255).round().astype("uint8").reshape(-1, 28, 28, 1)
-    train = data.from_arrays(uint8_images, labels[:num])
+    train = pipeline.from_arrays(uint8_images, labels[:num])
     if pipeline == "tfdata":
         train_step = make_train_step(model, optimizer, Constant(1e-3), rng, Metrics(),
                                      batch_size, jit_compile=jit_compile,
                                      loss_scale=loss_scale)
 
         def run_epoch(epoch):
-            for x, y in data.train_batches(train, batch_size, seed=0, epoch=epoch):
+            for x, y in pipeline.train_batches(train, batch_size, seed=0, epoch=epoch):
                 train_step(x, y)
     else:
         train_loop = make_train_loop(model, optimizer, Constant(1e-3), rng, Metrics(),
@@ -95,7 +95,7 @@ def measure_mnist_tf(images, labels, hidden_sizes, batch_size, jit_compile, pipe
         steps = num // batch_size
 
         def run_epoch(epoch):
-            order = data.epoch_order(num, 0, epoch)
+            order = pipeline.epoch_order(num, 0, epoch)
             for first in range(0, steps, steps_per_call):
                 count = min(steps_per_call, steps - first)
                 train_loop(order, tf.constant(first, tf.int32), tf.constant(count, tf.int32))

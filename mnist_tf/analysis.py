@@ -6,7 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from mnist_tf.data import NUM_CLASSES, Examples
+from mnist_tf.constants import NUM_CLASSES
+from mnist_tf.data.pipeline import Examples
 
 
 @dataclasses.dataclass(frozen=True)

@@ -68,7 +68,7 @@ def import_tensorflow_quietly(setup=None):
 
 
 def define_data_flags() -> None:
-    """Defines --data_dir, --manual_dir and --download (see mnist_tf.sources).
+    """Defines --data_dir, --manual_dir and --download (see mnist_tf.data.sources).
 
     Called only from entry points' define_*_flags functions.
     """

@@ -9,9 +9,9 @@ import re
 from mnist_tf.errors import UserError
 
 LR_SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # See mnist_tf/precision.py.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # See mnist_tf/model/precision.py.
 NAN_POLICIES = ("stop", "skip_step")
-DISTRIBUTIONS = ("none", "mirrored", "multi_worker")  # See mnist_tf/distribute.py.
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")  # See mnist_tf/training/distribute.py.
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|gpu|gpu:\d+)$")  # See mnist_tf/devices.py.
 # Fields that can change what a run learns: logged as TensorBoard HParams so
 # runs sharing a --logdir compare side by side. Logging-only fields (intervals,
@@ -119,7 +119,7 @@ class TrainConfig:
     profile_steps: tuple[int, ...] = ()  # (START, END) global steps to profile; (): none.
     data_on_device: bool = False  # Hold the training split as tensors; index per step.
     steps_per_call: int = 1  # Optimizer steps per traced call (needs data_on_device).
-    # Random affine warps of the training images (mnist_tf/augment.py); all 0: off.
+    # Random affine warps of the training images (mnist_tf/data/augment.py); all 0: off.
     augment_rotation_degrees: float = 0.0
     augment_scale: float = 0.0
     augment_shift_pixels: float = 0.0
@@ -127,13 +127,13 @@ class TrainConfig:
     eval_every_steps: int = 0
     # Stop as soon as an evaluation's test accuracy reaches this (0: train to the end).
     stop_at_test_accuracy: float = 0.0
-    # Compute precision (mnist_tf/precision.py); weights and Adam stay float32.
+    # Compute precision (mnist_tf/model/precision.py); weights and Adam stay float32.
     precision: str = "float32"
     # auto | cpu | gpu | gpu:N (mnist_tf/devices.py).
     device: str = "auto"
     # TF32 matmuls on GPUs that have them; off, so float32 means float32.
     enable_tensor_float_32: bool = False
-    # none | mirrored | multi_worker (mnist_tf/distribute.py); batch_size is global.
+    # none | mirrored | multi_worker (mnist_tf/training/distribute.py); batch_size is global.
     distribution: str = "none"
     # Logical CPU devices to split the CPU into, for mirrored runs without GPUs.
     cpu_replicas: int = 1

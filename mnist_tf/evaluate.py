@@ -66,7 +66,7 @@ def evaluate_checkpoint(
         data_dir: TFDS data directory (None: TFDS's default).
         manual_dir: optional directory with the official IDX files.
         allow_download: whether TFDS's own download may be tried.
-        splits: preprocessed `data.Splits` to use instead of loading MNIST
+        splits: preprocessed `pipeline.Splits` to use instead of loading MNIST
             (tests); must have been made with the run's `validation_size`.
         log: receives the data source's progress lines.
 
@@ -87,7 +87,9 @@ def evaluate_checkpoint(
     # Loaded only now (quietly: no C++ start-up noise on the console), so the
     # command line rejects bad flags before paying for TensorFlow.
     cli.import_tensorflow_quietly()
-    from mnist_tf import analysis, data, images, inference, sources, summaries
+    from mnist_tf import analysis, images, inference
+    from mnist_tf.data import pipeline, sources
+    from mnist_tf.training import summaries
 
     workdir = os.path.abspath(workdir)
     loaded = inference.load_model(workdir, checkpoint)
@@ -104,7 +106,7 @@ def evaluate_checkpoint(
     if splits is None:
         source = sources.ensure_mnist(data_dir, manual_dir, allow_download, log=log)
         used_data_dir = source.data_dir
-        splits = data.load_splits(source.data_dir, config.validation_size)
+        splits = pipeline.load_splits(source.data_dir, config.validation_size)
     elif splits.num_validation != config.validation_size:
         raise ValueError(f"splits has {splits.num_validation} validation examples; the run "
                          f"in {workdir} used validation_size={config.validation_size}")

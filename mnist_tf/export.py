@@ -29,6 +29,7 @@ import uuid
 from absl import flags, logging
 
 from mnist_tf import cli, files
+from mnist_tf.constants import IMAGE_SIZE, normalize
 from mnist_tf.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -43,7 +44,7 @@ def build_serving_module(model):
     """Wraps an `MLP` in a `tf.Module` whose `serve` function is the serving signature.
 
     Args:
-        model: the trained `mnist_tf.model.MLP`.
+        model: the trained `mnist_tf.model.mlp.MLP`.
 
     Returns:
         A `tf.Module` with attributes `model` and `serve` (a `tf.function`:
@@ -60,12 +61,12 @@ def build_serving_module(model):
         # valid whatever the rank.
         padded = tf.concat([shape, tf.ones([tf.maximum(4 - rank, 0)], tf.int32)], axis=0)
         valid = tf.reduce_all(tf.stack([
-            rank >= 3, rank <= 4, padded[1] == 28, padded[2] == 28, padded[3] == 1]))
+            rank >= 3, rank <= 4, padded[1] == IMAGE_SIZE, padded[2] == IMAGE_SIZE,
+            padded[3] == 1]))
         check = tf.debugging.Assert(valid, [
             "images must be uint8 [N, 28, 28, 1] or [N, 28, 28]; got shape", shape])
         with tf.control_dependencies([check]):
-            # Exactly data.to_pixels: cast, divide by 255, flatten.
-            pixels = tf.reshape(tf.cast(images, tf.float32) / 255.0, [-1, 28 * 28])
+            pixels = normalize(images)  # The training normalisation, in the graph.
         probabilities = tf.nn.softmax(model(pixels, training=False))
         classes = tf.argmax(probabilities, axis=1, output_type=tf.int64)
         return {"probabilities": probabilities, "classes": classes}
@@ -170,7 +171,7 @@ def _verify(saved_dir: str, model) -> None:
     import tensorflow as tf
 
     images = (np.arange(4 * 28 * 28) * 37 % 256).astype(np.uint8).reshape(4, 28, 28, 1)
-    pixels = tf.reshape(tf.cast(images, tf.float32) / 255.0, [4, 28 * 28])
+    pixels = normalize(images)
     expected = tf.nn.softmax(model(pixels, training=False))
     signature = tf.saved_model.load(saved_dir).signatures[SIGNATURE_KEY]
     got = signature(images=tf.constant(images))["probabilities"]

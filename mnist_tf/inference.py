@@ -8,10 +8,11 @@ import os
 
 import tensorflow as tf
 
-from mnist_tf.checkpoints import CHECKPOINT_SUBDIR
 from mnist_tf.config import TrainConfig
+from mnist_tf.constants import NUM_PIXELS
 from mnist_tf.errors import CheckpointError, UserError
-from mnist_tf.model import MLP
+from mnist_tf.model.mlp import MLP
+from mnist_tf.training.checkpoints import CHECKPOINT_SUBDIR
 
 CONFIG_FILE = "config.json"
 
@@ -111,5 +112,5 @@ def make_predict_fn(model: MLP, jit_compile: bool = False):
     def predict(images):
         return tf.nn.softmax(model(images, training=False))
 
-    signature = [tf.TensorSpec([None, 784], tf.float32, name="images")]
+    signature = [tf.TensorSpec([None, NUM_PIXELS], tf.float32, name="images")]
     return tf.function(predict, input_signature=signature, jit_compile=jit_compile)

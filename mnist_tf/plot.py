@@ -92,7 +92,7 @@ def plot_curves(workdir: str, path: str) -> str:
         UserError: if the workdir has no training summaries.
     """
     plt = import_pyplot()
-    from mnist_tf.summaries import SUMMARY_SUBDIR
+    from mnist_tf.training.summaries import SUMMARY_SUBDIR
 
     runs = {split: read_scalars(os.path.join(workdir, SUMMARY_SUBDIR, split))
             for split in ("train", "validation")}
@@ -168,13 +168,14 @@ def plot_workdir(workdir: str, checkpoint: str | None = None, data_dir: str | No
         The paths written.
     """
     import_pyplot()  # Fail before any other work if matplotlib is missing.
-    from mnist_tf import analysis, data, inference, sources
+    from mnist_tf import analysis, inference
+    from mnist_tf.data import pipeline, sources
 
     loaded = inference.load_model(workdir, checkpoint)
     written = [plot_curves(workdir, os.path.join(workdir, CURVES_FILE))]
     if splits is None:
         source = sources.ensure_mnist(data_dir, None, allow_download, log=log)
-        splits = data.load_splits(source.data_dir, loaded.config.validation_size)
+        splits = pipeline.load_splits(source.data_dir, loaded.config.validation_size)
     predictions = analysis.predict_split(inference.make_predict_fn(loaded.model), splits.test)
     written.append(plot_predictions(predictions, os.path.join(workdir, PREDICTIONS_FILE),
                                     num_digits))

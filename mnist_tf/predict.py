@@ -3,7 +3,7 @@
     python -m mnist_tf.predict --workdir=W [--checkpoint=PATH] [--json] FILE...
     python -m mnist_tf.predict --workdir=W --test_index=N [--data_dir=D] [--nodownload]
 
-Each FILE is prepared as an MNIST digit (`mnist_tf.preprocess`) and classified;
+Each FILE is prepared as an MNIST digit (`mnist_tf.data.preprocess`) and classified;
 one line per file on stdout. A file that cannot be used is reported on its own
 line on stderr, the others are still classified, and the exit status is 2
 (bad input, as for every entry point). Usage errors (no input, a bad workdir
@@ -25,7 +25,8 @@ from typing import TextIO
 import numpy as np
 from absl import flags, logging
 
-from mnist_tf import cli, preprocess  # cli sets TF's log level before TF loads.
+from mnist_tf import cli  # cli sets TF's log level before TF loads.
+from mnist_tf.data import preprocess
 from mnist_tf.errors import DataError, UserError
 
 FLAGS = flags.FLAGS
@@ -102,7 +103,7 @@ def classify(model, digits) -> list[tuple[float, ...]]:
     """Returns the class probabilities of uint8 digits [N, 28, 28] (N may be 0).
 
     Args:
-        model: an `mnist_tf.model.MLP` (e.g. `inference.load_model(...).model`).
+        model: an `mnist_tf.model.mlp.MLP` (e.g. `inference.load_model(...).model`).
         digits: uint8 array [N, 28, 28] (a sequence of [28, 28] arrays works too).
     """
     from mnist_tf import inference
@@ -122,7 +123,7 @@ def predict_files(model, paths) -> list[Prediction]:
     """Prepares and classifies image files; files that cannot be used carry an error.
 
     Args:
-        model: an `mnist_tf.model.MLP`.
+        model: an `mnist_tf.model.mlp.MLP`.
         paths: image file paths.
 
     Returns:
@@ -177,7 +178,7 @@ def predict_test_example(model, data_dir: str, index: int) -> Prediction:
     """Classifies example `index` of the TFDS test split (see `load_test_example`).
 
     The image is already an MNIST digit: it goes to the model as in training
-    (uint8 / 255), without `mnist_tf.preprocess`'s steps.
+    (uint8 / 255), without `mnist_tf.data.preprocess`'s steps.
     """
     image, label = load_test_example(data_dir, index)
     (probabilities,) = classify(model, image[None])
@@ -270,7 +271,8 @@ def run(
     if preprocessed_dir:
         _prepare_output_dir(preprocessed_dir)
 
-    from mnist_tf import images, inference, sources
+    from mnist_tf import images, inference
+    from mnist_tf.data import sources
 
     loaded = inference.load_model(workdir, checkpoint)
     if test_index is not None:

@@ -186,18 +186,18 @@ def main(argv: list[str]) -> None:
         made = {}
 
         def make_strategy():  # Before TensorFlow's runtime starts (see distribute.py).
-            from mnist_tf import distribute
+            from mnist_tf.training import distribute
 
             made["strategy"] = distribute.make_strategy(config.distribution, config.cpu_replicas)
 
         cli.import_tensorflow_quietly(setup=make_strategy)
-        from mnist_tf import trainer
+        from mnist_tf.training import trainer
 
         if FLAGS.plot:
             from mnist_tf import plot
 
             plot.import_pyplot()  # A missing matplotlib is reported before training.
-        from mnist_tf import preemption
+        from mnist_tf.training import preemption
 
         try:
             with preemption.StopRequest() as stop:

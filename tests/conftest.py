@@ -73,7 +73,7 @@ def small_data_dir(tmp_path_factory):
     600 train and 200 test examples, written through the same TFDS builder the
     registry mirror uses.
     """
-    from mnist_tf import mirror
+    from mnist_tf.data import mirror
 
     data_dir = tmp_path_factory.mktemp("tfds")
     train = synthetic_digits(600, seed=1)

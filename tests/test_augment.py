@@ -1,7 +1,7 @@
 import numpy as np
 import tensorflow as tf
 
-from mnist_tf.augment import AffineAugment, warp
+from mnist_tf.data.augment import AffineAugment, warp
 
 
 def blob(row, col):

@@ -13,8 +13,9 @@ import shutil
 import pytest
 from conftest import assert_usage_error, run_module
 
-from mnist_tf import data, trainer
 from mnist_tf.config import TrainConfig
+from mnist_tf.data import pipeline
+from mnist_tf.training import trainer
 
 
 def snapshot(*roots):
@@ -42,7 +43,7 @@ def world(tmp_path_factory, small_data_dir):
         TrainConfig(hidden_sizes=(16,), batch_size=50, train_steps=6, validation_size=100,
                     log_every_steps=3, checkpoint_every_steps=3, eval_batch_size=100),
         str(workdir), data_dir=str(data_dir), allow_download=False, log=lambda line: None)
-    data.load_splits(str(data_dir), 100)  # The decoded cache exists before the snapshot.
+    pipeline.load_splits(str(data_dir), 100)  # The decoded cache exists before the snapshot.
     (root / "not_an_image.png").write_text("hello")
     (root / "a_file").write_text("not a directory")
     (root / "bad.cfg").write_text("--hiden_sizes=32\n")

@@ -18,8 +18,8 @@ import sys
 import pytest
 from conftest import REPO
 
-from mnist_tf import trainer
 from mnist_tf.config import TrainConfig
+from mnist_tf.training import trainer
 
 CHILD = r"""
 import os, runpy, signal, sys

@@ -6,13 +6,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from conftest import synthetic_digits
 
-from mnist_tf import data, mirror
+from mnist_tf.data import mirror, pipeline
 from mnist_tf.errors import DataError, UserError
 
 
 @pytest.fixture(scope="module")
 def splits(small_data_dir):
-    return data.load_splits(small_data_dir, validation_size=100)
+    return pipeline.load_splits(small_data_dir, validation_size=100)
 
 
 def as_arrays(examples):
@@ -36,7 +36,7 @@ def test_splits_are_tfds_records_in_tfds_order(small_data_dir):
                         ("test", "test")):
         expected = [(x.numpy(), int(y)) for x, y in builder.as_dataset(
             split=split, as_supervised=True, shuffle_files=False)]
-        examples = getattr(data.load_splits(small_data_dir, 100), name)
+        examples = getattr(pipeline.load_splits(small_data_dir, 100), name)
         images, labels = as_arrays(examples)
         np.testing.assert_array_equal(
             images, np.stack([x.reshape(784) for x, _ in expected]).astype(np.float32) / 255.0)
@@ -46,8 +46,8 @@ def test_splits_are_tfds_records_in_tfds_order(small_data_dir):
 def test_decoded_cache_is_written_reused_and_rebuilt_when_stale(tmp_path, monkeypatch):
     train, test = synthetic_digits(60, seed=3), synthetic_digits(20, seed=4)
     mirror.write_tfds_dataset({"train": train, "test": test}, tmp_path)
-    cache_dir = tmp_path / data.DECODED_CACHE_DIR
-    first = as_arrays(data.load_splits(str(tmp_path), 0).train)
+    cache_dir = tmp_path / pipeline.DECODED_CACHE_DIR
+    first = as_arrays(pipeline.load_splits(str(tmp_path), 0).train)
     (cached,) = os.listdir(cache_dir)
 
     # Reused: TFDS is not asked to decode again.
@@ -55,13 +55,13 @@ def test_decoded_cache_is_written_reused_and_rebuilt_when_stale(tmp_path, monkey
     with monkeypatch.context() as patch:
         patch.setattr(tfds.core.DatasetBuilder, "as_dataset",
                       lambda *a, **k: pytest.fail("decoded although the cache is valid"))
-        again = as_arrays(data.load_splits(str(tmp_path), 0).train)
+        again = as_arrays(pipeline.load_splits(str(tmp_path), 0).train)
     np.testing.assert_array_equal(first[0], again[0])
     assert os.listdir(cache_dir) == [cached]
 
     # A damaged cache file is ignored and rewritten.
     (cache_dir / cached).write_bytes(b"not a zip file")
-    rebuilt = as_arrays(data.load_splits(str(tmp_path), 0).train)
+    rebuilt = as_arrays(pipeline.load_splits(str(tmp_path), 0).train)
     np.testing.assert_array_equal(first[0], rebuilt[0])
     assert (cache_dir / cached).stat().st_size > 1000
 
@@ -70,7 +70,7 @@ def test_decoded_cache_is_written_reused_and_rebuilt_when_stale(tmp_path, monkey
         if ".tfrecord" in name:
             path = os.path.join(builder.data_dir, name)
             os.utime(path, ns=(1, 1))
-    data.load_splits(str(tmp_path), 0)
+    pipeline.load_splits(str(tmp_path), 0)
     (new,) = os.listdir(cache_dir)
     assert new != cached
 
@@ -80,11 +80,11 @@ def test_read_only_data_dir_still_loads(tmp_path):
                                "test": synthetic_digits(10, seed=6)}, tmp_path)
     os.chmod(tmp_path, 0o555)
     try:
-        splits = data.load_splits(str(tmp_path), 0)
+        splits = pipeline.load_splits(str(tmp_path), 0)
     finally:
         os.chmod(tmp_path, 0o755)
     assert splits.num_train == 30 and len(splits.test) == 10
-    assert not (tmp_path / data.DECODED_CACHE_DIR).exists() or os.geteuid() == 0
+    assert not (tmp_path / pipeline.DECODED_CACHE_DIR).exists() or os.geteuid() == 0
 
 
 def test_damaged_records_are_a_data_error(tmp_path):
@@ -97,7 +97,7 @@ def test_damaged_records_are_a_data_error(tmp_path):
                 f.seek(20)
                 f.write(b"\xff" * 40)
     with pytest.raises(DataError, match="cannot read the prepared mnist"):
-        data.load_splits(str(tmp_path), 0)
+        pipeline.load_splits(str(tmp_path), 0)
 
 
 def test_validation_is_carved_from_train_never_from_test(splits, small_data_dir):
@@ -108,7 +108,7 @@ def test_validation_is_carved_from_train_never_from_test(splits, small_data_dir)
     rows = {row.tobytes() for row in train}
     assert not any(row.tobytes() in rows for row in validation)
     assert not any(row.tobytes() in rows for row in test)
-    full = data.load_splits(small_data_dir, validation_size=0)
+    full = pipeline.load_splits(small_data_dir, validation_size=0)
     assert full.validation is None and full.num_train == 600
     everything = {row.tobytes() for row in as_arrays(full.train)[0]}
     assert all(row.tobytes() in everything for row in validation)
@@ -116,11 +116,11 @@ def test_validation_is_carved_from_train_never_from_test(splits, small_data_dir)
 
 def test_validation_size_too_large_is_a_user_error(small_data_dir):
     with pytest.raises(UserError, match="--validation_size"):
-        data.load_splits(small_data_dir, validation_size=600)
+        pipeline.load_splits(small_data_dir, validation_size=600)
 
 
 def test_train_batches_have_static_shape_and_drop_the_remainder(splits):
-    batches = data.train_batches(splits.train, 64, seed=0, epoch=0)
+    batches = pipeline.train_batches(splits.train, 64, seed=0, epoch=0)
     assert batches.element_spec[0].shape == (64, 784)
     sizes = [len(y) for _, y in batches]
     assert sizes == [64] * (500 // 64)
@@ -128,7 +128,7 @@ def test_train_batches_have_static_shape_and_drop_the_remainder(splits):
 
 def test_each_epoch_has_its_own_reproducible_order(splits):
     def labels(epoch, skip=0):
-        batches = data.train_batches(splits.train, 50, seed=0, epoch=epoch, skip_batches=skip)
+        batches = pipeline.train_batches(splits.train, 50, seed=0, epoch=epoch, skip_batches=skip)
         return np.concatenate([y.numpy() for _, y in batches])
 
     epoch0, epoch1 = labels(0), labels(1)
@@ -138,12 +138,12 @@ def test_each_epoch_has_its_own_reproducible_order(splits):
     # Resuming after 3 batches yields exactly the rest of that epoch.
     np.testing.assert_array_equal(labels(1, skip=3), epoch1[150:])
     # The order is epoch_order's, which the --data_on_device loop also uses.
-    order = data.epoch_order(500, 0, 1).numpy()[:500]
+    order = pipeline.epoch_order(500, 0, 1).numpy()[:500]
     np.testing.assert_array_equal(epoch1, splits.train.labels.numpy()[order])
 
 
 def test_eval_batches_pad_the_last_batch_and_mask_it(splits):
-    batches = list(data.eval_batches(splits.test, 64))
+    batches = list(pipeline.eval_batches(splits.test, 64))
     assert len(batches) == 4  # 200 = 3 * 64 + 8
     for images, labels, mask in batches:
         assert images.shape == (64, 784) and labels.shape == (64,) and mask.shape == (64,)

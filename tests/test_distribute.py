@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from conftest import REPO, assert_usage_error, run_module
 
-from mnist_tf import distribute, inference
+from mnist_tf import inference
 from mnist_tf.config import ConfigError, TrainConfig
 from mnist_tf.errors import UserError
+from mnist_tf.training import distribute
 
 # Dropout off: the replicas draw their own masks, so only then is a mirrored
 # step the same arithmetic as a single-device step on the same global batch.

@@ -7,9 +7,10 @@ import pytest
 import tensorflow as tf
 from conftest import assert_usage_error, run_module, synthetic_digits
 
-from mnist_tf import data, trainer
 from mnist_tf.config import TrainConfig
+from mnist_tf.data import pipeline
 from mnist_tf.errors import TrainingDiverged
+from mnist_tf.training import trainer
 
 SMALL = dict(hidden_sizes=(32,), batch_size=32, epochs=3, validation_size=0,
              log_every_steps=5, checkpoint_every_steps=5, eval_batch_size=50,
@@ -19,12 +20,13 @@ SMALL = dict(hidden_sizes=(32,), batch_size=32, epochs=3, validation_size=0,
 def splits_with_a_poisoned_example(index=100):
     """320 synthetic training digits (10 steps per epoch), one of them holding a NaN pixel."""
     images, labels = synthetic_digits(320, seed=5)
-    train = data.from_arrays(images, labels)
+    train = pipeline.from_arrays(images, labels)
     poisoned = train.images.numpy()
     poisoned[index, 300] = np.nan
-    test = data.from_arrays(*synthetic_digits(100, seed=6))
-    return data.Splits(train=data.Examples(tf.constant(poisoned), train.labels), validation=None,
-                       test=test, num_train=320, num_validation=0, num_test=100)
+    test = pipeline.from_arrays(*synthetic_digits(100, seed=6))
+    return pipeline.Splits(train=pipeline.Examples(tf.constant(poisoned), train.labels),
+                           validation=None, test=test, num_train=320, num_validation=0,
+                           num_test=100)
 
 
 def run(config, workdir):

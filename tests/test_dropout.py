@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnist_tf.dropout import dropout, keep_mask
+from mnist_tf.model.dropout import dropout, keep_mask
 
 
 def mask(rate, seed, n=200_000):

@@ -11,9 +11,10 @@ from conftest import assert_usage_error, run_module
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 
-from mnist_tf import evaluate, trainer
+from mnist_tf import evaluate
 from mnist_tf.config import TrainConfig
 from mnist_tf.errors import CheckpointError, UserError
+from mnist_tf.training import trainer
 
 REPO = Path(__file__).resolve().parents[1]
 # Checkpoints at steps 10, 20 and 30; 100 validation examples carved from 600.
@@ -145,7 +146,7 @@ def save_other_architecture(directory: Path, hidden_sizes) -> str:
     """Saves a model-only checkpoint of another MLP, as ckpt-99 under `directory`."""
     import tensorflow as tf
 
-    from mnist_tf.model import MLP
+    from mnist_tf.model.mlp import MLP
 
     manager = tf.train.CheckpointManager(
         tf.train.Checkpoint(model=MLP(hidden_sizes, seed=0)), str(directory), max_to_keep=10)

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from conftest import assert_usage_error, run_module
 
-from mnist_tf import export, inference, sources, trainer
+from mnist_tf import export, inference
 from mnist_tf.config import TrainConfig
+from mnist_tf.data import sources
 from mnist_tf.errors import CheckpointError, UserError
+from mnist_tf.training import trainer
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(hidden_sizes=(32,), batch_size=32, train_steps=30, validation_size=0,

@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import mirror_pickle_bytes, sha256
 
-from mnist_tf import mirror, sources
+from mnist_tf.data import mirror, sources
 from mnist_tf.errors import DataError
 
 SIZES = (60, 20, 30)

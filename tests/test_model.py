@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnist_tf import losses
-from mnist_tf.layers import Dense
-from mnist_tf.model import MLP, params_sha256
+from mnist_tf.model import losses
+from mnist_tf.model.layers import Dense
+from mnist_tf.model.mlp import MLP, params_sha256
 
 
 def test_dense_shapes_dtypes_and_output():

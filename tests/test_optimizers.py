@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnist_tf.optimizers import Adam, adam_update
+from mnist_tf.model.optimizers import Adam, adam_update
 
 
 def test_first_steps_match_hand_computed_values():

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_tf import plot, trainer
+from mnist_tf import plot
 from mnist_tf.config import TrainConfig
 from mnist_tf.errors import UserError
+from mnist_tf.training import trainer
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

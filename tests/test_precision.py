@@ -8,12 +8,13 @@ import tensorflow as tf
 from conftest import assert_usage_error, run_module, synthetic_digits
 from test_trainer import scalar_tags
 
-from mnist_tf import losses, precision, trainer
 from mnist_tf.config import ConfigError, TrainConfig
-from mnist_tf.model import MLP
-from mnist_tf.optimizers import Adam
-from mnist_tf.schedules import make_schedule
-from mnist_tf.steps import Metrics, make_train_step
+from mnist_tf.model import losses, precision
+from mnist_tf.model.mlp import MLP
+from mnist_tf.model.optimizers import Adam
+from mnist_tf.model.schedules import make_schedule
+from mnist_tf.training import trainer
+from mnist_tf.training.steps import Metrics, make_train_step
 
 BATCH = 64
 

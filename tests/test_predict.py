@@ -22,9 +22,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from mnist_tf import data, predict, preprocess, trainer
+from mnist_tf import predict
 from mnist_tf.config import TrainConfig
+from mnist_tf.data import pipeline, preprocess
 from mnist_tf.errors import CheckpointError, UserError
+from mnist_tf.training import trainer
 
 REPO = Path(__file__).resolve().parents[1]
 FONT_SIZES = (24, 32, 44, 60, 80)
@@ -141,9 +143,9 @@ def trained(tmp_path_factory):
     """A workdir with a small MLP trained on 3,000 drawn digits; returns (workdir, results)."""
     train_images, train_labels = drawn_digits(3000, seed=1)
     test_images, test_labels = drawn_digits(500, seed=2)
-    splits = data.Splits(
-        train=data.from_arrays(train_images, train_labels), validation=None,
-        test=data.from_arrays(test_images, test_labels),
+    splits = pipeline.Splits(
+        train=pipeline.from_arrays(train_images, train_labels), validation=None,
+        test=pipeline.from_arrays(test_images, test_labels),
         num_train=3000, num_validation=0, num_test=500)
     config = TrainConfig(hidden_sizes=(64,), batch_size=64, train_steps=400,
                          learning_rate=3e-3, validation_size=0, log_every_steps=100,
@@ -326,7 +328,7 @@ def test_unusable_files_raise_image_errors(tmp_path, bad_files):
 
 def test_model_input_is_exactly_trainings_preprocessing():
     digits = np.random.default_rng(0).integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
-    expected = data.to_pixels(digits).numpy()
+    expected = digits.reshape(5, 784).astype(np.float32) / np.float32(255.0)
     actual = preprocess.to_model_input(digits)
     assert actual.dtype == np.float32 and actual.shape == (5, 784)
     np.testing.assert_array_equal(actual, expected)

@@ -11,7 +11,7 @@ import time
 import pytest
 from conftest import REPO
 
-from mnist_tf import preemption
+from mnist_tf.training import preemption
 
 # 600 training examples, 18 steps per epoch; dropout on, so that the checkpointed RNG
 # is part of what must resume.

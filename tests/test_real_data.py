@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from mnist_tf import sources, trainer
 from mnist_tf.config import TrainConfig
+from mnist_tf.data import sources
+from mnist_tf.training import trainer
 
 REPO = Path(__file__).resolve().parents[1]
 

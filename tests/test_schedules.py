@@ -3,7 +3,7 @@ import math
 import pytest
 import tensorflow as tf
 
-from mnist_tf.schedules import Constant, WarmupCosine, make_schedule
+from mnist_tf.model.schedules import Constant, WarmupCosine, make_schedule
 
 
 def lr(schedule, step):

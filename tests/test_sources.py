@@ -5,7 +5,7 @@ import os
 import pytest
 from conftest import mirror_pickle_bytes, sha256
 
-from mnist_tf import mirror, sources
+from mnist_tf.data import mirror, sources
 from mnist_tf.errors import DataError
 
 

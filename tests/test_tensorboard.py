@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mnist_tf import trainer
 from mnist_tf.config import ConfigError, TrainConfig, parse_profile_steps
+from mnist_tf.training import trainer
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # Never any other address: the test must not listen outside the machine.
@@ -162,11 +162,11 @@ def test_tensorboard_serves_every_dashboard(tmp_path, small_data_dir):
 def test_images_come_from_the_same_pass_as_the_test_metrics(tmp_path, small_data_dir):
     import tensorflow as tf
 
-    from mnist_tf import data
-    from mnist_tf.model import MLP
-    from mnist_tf.steps import Metrics, make_eval_step
+    from mnist_tf.data import pipeline
+    from mnist_tf.model.mlp import MLP
+    from mnist_tf.training.steps import Metrics, make_eval_step
 
-    splits = data.load_splits(small_data_dir, validation_size=100)
+    splits = pipeline.load_splits(small_data_dir, validation_size=100)
     model = MLP((16,), seed=0)
     metrics = Metrics()
     eval_step = make_eval_step(model, metrics, batch_size=64)
@@ -188,7 +188,7 @@ def test_histogram_buckets_match_numpy():
     import numpy as np
     import tensorflow as tf
 
-    from mnist_tf.summaries import histogram_buckets
+    from mnist_tf.training.summaries import histogram_buckets
 
     values = np.random.default_rng(0).normal(size=(784, 64)).astype(np.float32)
     buckets = histogram_buckets(tf.constant(values)).numpy()

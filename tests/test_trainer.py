@@ -6,9 +6,9 @@ import os
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from mnist_tf import checkpoints, trainer
 from mnist_tf.config import ConfigError, TrainConfig
 from mnist_tf.errors import CheckpointError
+from mnist_tf.training import checkpoints, trainer
 
 SMALL = dict(hidden_sizes=(32,), batch_size=32, epochs=2, validation_size=100,
              log_every_steps=5, checkpoint_every_steps=10, eval_batch_size=64)
@@ -133,8 +133,8 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path, small_data_dir):
 def test_restore_refuses_a_checkpoint_missing_optimizer_state(tmp_path):
     import tensorflow as tf
 
-    from mnist_tf.model import MLP
-    from mnist_tf.optimizers import Adam
+    from mnist_tf.model.mlp import MLP
+    from mnist_tf.model.optimizers import Adam
 
     model = MLP((8,), seed=0)
     # A checkpoint with the model only, as a careless save would write.

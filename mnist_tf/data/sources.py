@@ -8,7 +8,7 @@ directory, trying in order:
    (with no network, `tfds.load` sits in retries for minutes before failing);
 3. a manual directory holding the four official IDX `.gz` files (TFDS checks
    their registered checksums);
-4. the registry mirror (`mnist_tf.mirror`).
+4. the registry mirror (`mnist_tf.data.mirror`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from mnist_tf import mirror
+from mnist_tf.data import mirror
 from mnist_tf.errors import DataError
 
 IDX_FILES = (

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from mnist_tf import losses
-from mnist_tf.augment import AffineAugment
-from mnist_tf.data import NUM_PIXELS
-from mnist_tf.model import MLP
-from mnist_tf.optimizers import Adam
-from mnist_tf.precision import LossScale
+from mnist_tf.constants import NUM_PIXELS
+from mnist_tf.data.augment import AffineAugment
+from mnist_tf.model import losses
+from mnist_tf.model.mlp import MLP
+from mnist_tf.model.optimizers import Adam
+from mnist_tf.model.precision import LossScale
 
 
 class Metrics(tf.Module):

@@ -7,9 +7,9 @@ import hashlib
 import numpy as np
 import tensorflow as tf
 
-from mnist_tf.data import NUM_CLASSES, NUM_PIXELS
-from mnist_tf.dropout import dropout
-from mnist_tf.layers import Dense
+from mnist_tf.constants import NUM_CLASSES, NUM_PIXELS
+from mnist_tf.model.dropout import dropout
+from mnist_tf.model.layers import Dense
 
 
 class MLP(tf.Module):
@@ -18,7 +18,7 @@ class MLP(tf.Module):
     Hidden layers use He initialisation (they feed a ReLU), the output layer
     Glorot. Dropout, when enabled, is applied after each hidden ReLU during
     training only, with masks hashed from a seed the caller passes in
-    (`mnist_tf.dropout`), so a run's dropout masks are reproducible and
+    (`mnist_tf.model.dropout`), so a run's dropout masks are reproducible and
     resumable.
     """
 

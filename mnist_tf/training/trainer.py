@@ -7,7 +7,7 @@ Workdir layout:
     config.json       the run's configuration (architecture checked on resume)
     checkpoints/      tf.train.Checkpoint files (model, Adam, RNG)
     summaries/        TensorBoard runs: train/, validation/, test/, hparams/
-                      (see mnist_tf/summaries.py for what each holds)
+                      (see mnist_tf/training/summaries.py for what each holds)
     results.json      final metrics, throughput, params_sha256 and flags
 """
 
@@ -28,32 +28,25 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from mnist_tf import (
-    analysis,
-    checkpoints,
-    data,
-    devices,
-    distribute,
-    files,
-    images,
-    precision,
-    preemption,
-    sources,
-)
-from mnist_tf.augment import AffineAugment
+from mnist_tf import analysis, devices, files, images
 from mnist_tf.config import ConfigError, TrainConfig
+from mnist_tf.constants import NUM_CLASSES, NUM_PIXELS
+from mnist_tf.data import pipeline, sources
+from mnist_tf.data.augment import AffineAugment
 from mnist_tf.errors import TrainingDiverged, UserError
-from mnist_tf.model import MLP, params_sha256
-from mnist_tf.optimizers import Adam
-from mnist_tf.schedules import make_schedule
-from mnist_tf.steps import (
+from mnist_tf.model import precision
+from mnist_tf.model.mlp import MLP, params_sha256
+from mnist_tf.model.optimizers import Adam
+from mnist_tf.model.schedules import make_schedule
+from mnist_tf.training import checkpoints, distribute, preemption
+from mnist_tf.training.steps import (
     Metrics,
     make_distributed_train_step,
     make_eval_step,
     make_train_loop,
     make_train_step,
 )
-from mnist_tf.summaries import ProfilerWindow, SummaryWriters
+from mnist_tf.training.summaries import ProfilerWindow, SummaryWriters
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
@@ -140,10 +133,10 @@ def evaluate(
     """
     metrics.reset()
     analyse = max_mistakes is not None
-    confusion = np.zeros((data.NUM_CLASSES, data.NUM_CLASSES), np.int64)
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
     wrong_images, wrong_labels, wrong_predicted = [], [], []
     kept = 0
-    for batch_images, labels, mask in data.eval_batches(examples, batch_size):
+    for batch_images, labels, mask in pipeline.eval_batches(examples, batch_size):
         predicted = eval_step(batch_images, labels, mask)
         if not analyse:
             continue
@@ -159,7 +152,7 @@ def evaluate(
     if not analyse:
         return Evaluation(metrics.result())
     mistakes = (
-        np.concatenate(wrong_images) if wrong_images else np.zeros((0, data.NUM_PIXELS),
+        np.concatenate(wrong_images) if wrong_images else np.zeros((0, NUM_PIXELS),
                                                                    np.float32),
         np.concatenate(wrong_labels) if wrong_labels else np.zeros((0,), np.int32),
         np.concatenate(wrong_predicted) if wrong_predicted else np.zeros((0,), np.int32),
@@ -223,7 +216,7 @@ def train_and_evaluate(
     data_dir: str | None = None,
     manual_dir: str | None = None,
     allow_download: bool = True,
-    splits: data.Splits | None = None,
+    splits: pipeline.Splits | None = None,
     log: Callable[[str], None] = print,
     process_start: float | None = None,
     strategy: tf.distribute.Strategy | None = None,
@@ -295,7 +288,7 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
     source = None
     if splits is None:
         source = sources.ensure_mnist(data_dir, manual_dir, allow_download, log=log)
-        splits = data.load_splits(source.data_dir, config.validation_size)
+        splits = pipeline.load_splits(source.data_dir, config.validation_size)
     steps_per_epoch = splits.num_train // config.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(
@@ -413,13 +406,13 @@ def _train_and_evaluate(config, workdir, data_dir, manual_dir, allow_download, s
             epoch, offset = divmod(step, steps_per_epoch)
             epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
             if config.data_on_device:
-                order = data.epoch_order(splits.num_train, config.seed, epoch)
+                order = pipeline.epoch_order(splits.num_train, config.seed, epoch)
             else:
-                batches = data.train_batches(splits.train, config.batch_size, config.seed,
+                batches = pipeline.train_batches(splits.train, config.batch_size, config.seed,
                                              epoch, skip_batches=offset)
                 if strategy is not None:
                     batches = strategy.experimental_distribute_dataset(
-                        data.for_distribution(batches))
+                        pipeline.for_distribution(batches))
                 batches = iter(batches)
             while step < epoch_end:
                 # Each call ends exactly where something is due (a log line, a

@@ -33,11 +33,11 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from mnist_tf import files, sources
+from mnist_tf import files
+from mnist_tf.constants import normalize
+from mnist_tf.data import sources
 from mnist_tf.errors import DataError, UserError
 
-NUM_PIXELS = 28 * 28
-NUM_CLASSES = 10
 # Beside the TFDS dataset directories in the data dir; TFDS ignores it.
 DECODED_CACHE_DIR = "mnist_tf_decoded"
 
@@ -79,14 +79,9 @@ class Splits:
     num_test: int
 
 
-def to_pixels(images: tf.Tensor) -> tf.Tensor:
-    """Maps uint8 images [..., 28, 28(, 1)] to float32 [N, 784] in [0, 1]."""
-    return tf.reshape(tf.cast(images, tf.float32) / 255.0, [-1, NUM_PIXELS])
-
-
 def from_arrays(images: np.ndarray, labels: np.ndarray) -> Examples:
     """Preprocesses uint8 images [N, 28, 28(, 1)] and integer labels [N] into `Examples`."""
-    return Examples(to_pixels(images), tf.cast(labels, tf.int32))
+    return Examples(normalize(images), tf.cast(labels, tf.int32))
 
 
 def _fingerprint(directory: str) -> str:

@@ -51,6 +51,7 @@ import os
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mnist_tf.constants import normalize
 from mnist_tf.errors import UserError
 
 FIELD_SIZE = 28  # MNIST's images are 28x28 ...
@@ -281,6 +282,4 @@ def to_model_input(digits: np.ndarray) -> np.ndarray:
 
     Bit-for-bit the same as training's `mnist_tf.data.preprocess` (uint8 / 255).
     """
-    digits = np.asarray(digits, dtype=np.uint8)
-    count = digits.shape[0] if digits.ndim >= 3 else 1
-    return digits.reshape(count, FIELD_SIZE * FIELD_SIZE).astype(np.float32) / np.float32(255.0)
+    return normalize(np.asarray(digits, dtype=np.uint8)).numpy()

@@ -1,0 +1,1 @@
+"""The model and its maths: layers, MLP, loss, dropout, Adam, schedules, precision."""
