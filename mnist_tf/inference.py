@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 
 import tensorflow as tf
 
@@ -25,7 +26,7 @@ class LoadedModel:
         model: the MLP with the checkpoint's weights.
         config: the training configuration recorded in the workdir.
         checkpoint: the checkpoint prefix the weights came from.
-        step: the global step of that checkpoint (from its name; -1 if unknown).
+        step: the global step of that checkpoint (batches trained).
     """
 
     model: MLP
@@ -58,52 +59,39 @@ def read_run_config(workdir: str) -> TrainConfig:
         raise UserError(f"{path} is unreadable or invalid ({e})") from None
 
 
-def _step_of(checkpoint: str) -> int:
-    suffix = os.path.basename(checkpoint).rsplit("-", 1)[-1]
-    return int(suffix) if suffix.isdigit() else -1
+def load_model(workdir: str, checkpoint: str | None = None, log=None) -> LoadedModel:
+    """Builds the workdir's training state and restores the newest (or the named) checkpoint.
 
-
-def load_model(workdir: str, checkpoint: str | None = None) -> LoadedModel:
-    """Builds the workdir's architecture and restores the latest (or the named) checkpoint.
-
-    Only the model's variables are read (optimizer state is not needed to
-    predict), but every one of them must be in the checkpoint with the right
-    shape.
+    The same restore as training's (`training.state.restore`): every variable
+    must match, and a damaged newest checkpoint falls back to the newest
+    intact one with a warning.
 
     Args:
         workdir: a training workdir.
         checkpoint: a checkpoint prefix (e.g. `WORKDIR/checkpoints/ckpt-4290`);
-            None means the latest in the workdir.
+            None means the newest in the workdir.
+        log: receives the fallback warning (default: stderr).
 
     Returns:
         A `LoadedModel`.
 
     Raises:
         UserError: if the workdir holds no run.
-        CheckpointError: if there is no checkpoint, or it is damaged or from
-            another architecture.
+        CheckpointError: if there is no checkpoint, or none can be restored.
     """
+    from mnist_tf.training import state as train_state
+
     config = read_run_config(workdir)
-    if checkpoint is None:
-        checkpoint = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_SUBDIR))
-        if checkpoint is None:
-            raise CheckpointError(
-                f"{os.path.join(workdir, CHECKPOINT_SUBDIR)} holds no checkpoint; "
-                "train (or resume) in this workdir first")
-    elif not tf.io.gfile.exists(checkpoint + ".index"):
-        raise CheckpointError(f"--checkpoint: {checkpoint} is not a checkpoint "
-                              f"({checkpoint}.index does not exist)")
-    model = MLP(config.hidden_sizes, seed=config.seed, dropout=config.dropout)
-    try:
-        status = tf.train.Checkpoint(model=model).restore(checkpoint)
-        status.expect_partial()  # The optimizer and RNG are not needed here.
-        status.assert_existing_objects_matched()
-    except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"checkpoint {checkpoint} does not fit the architecture "
-                              f"{list(config.hidden_sizes)} recorded in {workdir}, or is "
-                              f"damaged: {first_line}") from None
-    return LoadedModel(model, config, checkpoint, _step_of(checkpoint))
+    # Inference computes in float32 whatever precision trained the weights
+    # (the master weights are float32 either way).
+    state = train_state.TrainState(config, compute_dtype=tf.float32)
+    log = log or (lambda line: print(line, file=sys.stderr))
+    _, restored = train_state.restore(state, workdir, checkpoint, log=log)
+    if restored is None:
+        raise CheckpointError(
+            f"{os.path.join(workdir, CHECKPOINT_SUBDIR)} holds no checkpoint; "
+            "train (or resume) in this workdir first")
+    return LoadedModel(state.model, config, restored, state.step)
 
 
 def make_predict_fn(model: MLP, jit_compile: bool = False):

@@ -175,15 +175,17 @@ def break_point_at_deeper_model(workdir, tmp_path):
     return path, [path, "[32]", "does not fit"]
 
 
-def break_truncate_data_file(workdir, tmp_path):
-    data_file = next((workdir / "checkpoints").glob("ckpt-30.data-*"))
-    data_file.write_bytes(data_file.read_bytes()[:100])
-    return None, [str(workdir / "checkpoints" / "ckpt-30"), "damaged"]
+def break_truncate_every_data_file(workdir, tmp_path):
+    # One damaged checkpoint falls back to an older one (test below); all
+    # damaged is an error naming the newest.
+    for data_file in (workdir / "checkpoints").glob("ckpt-*.data-*"):
+        data_file.write_bytes(data_file.read_bytes()[:100])
+    return None, [str(workdir / "checkpoints" / "ckpt-30"), "cannot be restored"]
 
 
 @pytest.mark.parametrize("damage", [break_remove_checkpoints, break_missing_named,
                                     break_copy_other_architecture_in,
-                                    break_point_at_deeper_model, break_truncate_data_file],
+                                    break_point_at_deeper_model, break_truncate_every_data_file],
                          ids=lambda f: f.__name__.removeprefix("break_"))
 def test_checkpoint_problems_are_one_clear_error_and_write_nothing(
         damage, trained, tmp_path, small_data_dir):
@@ -221,14 +223,29 @@ def test_command_line_prints_report_and_writes_files(trained, small_data_dir, tm
     assert (workdir / "confusion_matrix_test.png").is_file()
 
 
-def test_command_line_damaged_checkpoint_exits_2_and_changes_nothing(
+def test_command_line_damaged_newest_checkpoint_falls_back_and_changes_no_checkpoint(
         trained, small_data_dir, tmp_path):
+    # The same restore as training's: the newest intact checkpoint, with a warning.
     workdir = copy_run(trained, tmp_path)
     data_file = next((workdir / "checkpoints").glob("ckpt-30.data-*"))
     data_file.write_bytes(data_file.read_bytes()[:100])
+    before = {p.name: p.read_bytes() for p in (workdir / "checkpoints").iterdir()}
+    result = evaluate_cli(f"--workdir={workdir}", f"--data_dir={small_data_dir}", "--nodownload")
+    assert result.returncode == 0, result.stderr
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "ckpt-30" in warning[0] and "damaged" in warning[0]
+    assert f"Checkpoint: {workdir / 'checkpoints' / 'ckpt-20'} (step 20" in result.stdout
+    assert {p.name: p.read_bytes() for p in (workdir / "checkpoints").iterdir()} == before
+
+
+def test_command_line_every_checkpoint_damaged_exits_2_and_changes_nothing(
+        trained, small_data_dir, tmp_path):
+    workdir = copy_run(trained, tmp_path)
+    for data_file in (workdir / "checkpoints").glob("ckpt-*.data-*"):
+        data_file.write_bytes(data_file.read_bytes()[:100])
     before = snapshot(workdir)
     result = evaluate_cli(f"--workdir={workdir}", f"--data_dir={small_data_dir}", "--nodownload")
-    assert_usage_error(result, str(workdir / "checkpoints" / "ckpt-30"), "damaged")
+    assert_usage_error(result, str(workdir / "checkpoints" / "ckpt-30"), "cannot be restored")
     assert snapshot(workdir) == before
 
 

@@ -38,7 +38,8 @@ _DAMAGE = (tf.errors.OpError, IndexError)
 
 
 def restore(
-    manager: tf.train.CheckpointManager, path: str | None = None, log=None
+    manager: tf.train.CheckpointManager, path: str | None = None, log=None,
+    describe: str | None = None,
 ) -> str | None:
     """Restores the latest (or the given) checkpoint into the manager's objects.
 
@@ -53,6 +54,8 @@ def restore(
         path: a checkpoint prefix; None means the manager's latest (with the
             fallback to older ones).
         log: receives the warning line (default: print).
+        describe: what the checkpoint must fit, for the error message (e.g.
+            "the architecture [32] recorded in W/config.json").
 
     Returns:
         The restored checkpoint's path, or None if there is none.
@@ -74,10 +77,11 @@ def restore(
             continue
         except (ValueError, AssertionError) as e:
             raise CheckpointError(
-                f"checkpoint {candidate} cannot be restored into this model: {_first_line(e)}"
-            ) from None
+                f"checkpoint {candidate} cannot be restored into this model: it does not fit "
+                f"{describe or 'its variables'} ({_first_line(e)}); point at a checkpoint of "
+                "this run, or move it away") from None
         if damaged:
-            log(f"warning: checkpoint {damaged[0]} is damaged; resuming from the newest intact "
+            log(f"warning: checkpoint {damaged[0]} is damaged; using the newest intact "
                 f"one, {candidate} (nothing is deleted; the damaged one is written afresh when "
                 "the run saves that step again)")
         return candidate

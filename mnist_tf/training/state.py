@@ -1,0 +1,117 @@
+"""The training state: model, Adam, RNG, loss scale and data position; the checkpoint root."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import tensorflow as tf
+
+from mnist_tf.config import TrainConfig
+from mnist_tf.errors import CheckpointError
+from mnist_tf.model.mlp import MLP
+from mnist_tf.model.optimizers import Adam
+from mnist_tf.model.precision import LossScale, policy
+from mnist_tf.training import checkpoints
+
+
+class TrainState(tf.Module):
+    """Everything a run's checkpoint holds, created eagerly with explicit shapes.
+
+    The attribute names are the checkpoint's keys (`model/...`,
+    `optimizer/...`, `rng/...`, `loss_scale/...`), so every tool restores the
+    same layout through `restore`.
+
+    The data position needs no variable of its own: the epoch order is a
+    stateless function of (seed, epoch) (`data.pipeline.epoch_order`), so the
+    number of batches trained (`step`) fixes both the epoch and the offset in
+    it.
+
+    Attributes:
+        model: the MLP (float32 master weights).
+        optimizer: Adam with its step counter and m/v slots.
+        rng: the generator that dropout and augmentation seeds are drawn from;
+            checkpointed so a resumed run draws what it would have drawn.
+        loss_scale: dynamic loss scale (inert at 1.0 unless mixed_float16)
+            and the count of skipped updates.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        strategy: tf.distribute.Strategy | None = None,
+        compute_dtype: tf.DType | None = None,
+        name: str | None = None,
+    ):
+        """Creates the state of a run of `config`.
+
+        Args:
+            config: the run's configuration (architecture, seed, dropout,
+                precision, nan_policy).
+            strategy: under a `tf.distribute` strategy, the model, Adam and
+                loss-scale variables are created in its scope (mirrored);
+                the checkpoint holds one copy, so checkpoints move freely
+                between strategies.
+            compute_dtype: overrides the precision's compute dtype (inference
+                always computes in float32).
+            name: module name.
+        """
+        super().__init__(name=name)
+        mixed = policy(config.precision)
+        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+        with scope:
+            self.model = MLP(config.hidden_sizes, seed=config.seed, dropout=config.dropout,
+                             compute_dtype=compute_dtype or mixed.compute_dtype)
+            self.optimizer = Adam(self.model.parameters())
+            self.loss_scale = LossScale(enabled=mixed.loss_scaling,
+                                        skip_nonfinite=config.nan_policy == "skip_step")
+        # Outside the strategy's scope: one generator, drawn from once per
+        # step in cross-replica context, exactly as without a strategy.
+        self.rng = tf.random.Generator.from_seed(config.seed + 1)
+
+    @property
+    def step(self) -> int:
+        """Batches trained so far: Adam's updates plus the updates skipped as non-finite."""
+        return int(self.optimizer.step.numpy()) + int(self.loss_scale.skipped_steps.numpy())
+
+
+def make_manager(state: TrainState, workdir: str, max_to_keep: int = 3
+                 ) -> tf.train.CheckpointManager:
+    """A manager saving `state` under `workdir/checkpoints` (the one checkpoint root)."""
+    return checkpoints.make_manager(workdir, max_to_keep, model=state.model,
+                                    optimizer=state.optimizer, rng=state.rng,
+                                    loss_scale=state.loss_scale)
+
+
+def restore(state: TrainState, workdir: str, checkpoint: str | None = None, log=None,
+            max_to_keep: int = 3) -> tuple[tf.train.CheckpointManager, str | None]:
+    """Restores `state` from `workdir`: the one restore of training, evaluate, predict, export.
+
+    Every variable of the state must be in the checkpoint (Adam's slots
+    included), and a damaged newest checkpoint falls back to the newest
+    intact one (`checkpoints.restore`).
+
+    Args:
+        state: receives the values.
+        workdir: the run's workdir.
+        checkpoint: a checkpoint prefix to restore instead of the newest;
+            it must exist.
+        log: receives warning lines (default: print).
+        max_to_keep: the returned manager's retention, for a run that saves.
+
+    Returns:
+        (the manager over `workdir/checkpoints`, the restored path or None
+        when the workdir has no checkpoint yet).
+
+    Raises:
+        CheckpointError: for a missing `checkpoint`, or when no checkpoint
+            can be restored into `state`.
+    """
+    if checkpoint is not None and not tf.io.gfile.exists(checkpoint + ".index"):
+        raise CheckpointError(
+            f"--checkpoint: {checkpoint} is not a checkpoint ({checkpoint}.index does not "
+            f"exist; the workdir's are in {os.path.join(workdir, checkpoints.CHECKPOINT_SUBDIR)})")
+    manager = make_manager(state, workdir, max_to_keep)
+    describe = (f"the architecture {list(state.model.hidden_sizes)} recorded in "
+                f"{os.path.join(workdir, 'config.json')} (with Adam's slots)")
+    return manager, checkpoints.restore(manager, checkpoint, log=log, describe=describe)
