@@ -1,25 +1,39 @@
-"""The training configuration: one frozen dataclass, validated on creation."""
+"""The training configuration: one frozen dataclass whose fields declare their flags."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 import re
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
+from mnist_tf.devices import DEVICE_CHOICES, DEVICE_PATTERN
 from mnist_tf.errors import UserError
+from mnist_tf.model.dtypes import PRECISIONS
+from mnist_tf.model.schedules import LR_SCHEDULES
+from mnist_tf.training.distribute import DISTRIBUTIONS
 
-LR_SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # See mnist_tf/model/precision.py.
+# (The modules above import TensorFlow only inside their functions: the entry
+# points build this config, rejecting bad flags, before TensorFlow loads.)
 NAN_POLICIES = ("stop", "skip_step")
-DISTRIBUTIONS = ("none", "mirrored", "multi_worker")  # See mnist_tf/training/distribute.py.
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|gpu|gpu:\d+)$")  # See mnist_tf/devices.py.
-# Fields that can change what a run learns: logged as TensorBoard HParams so
-# runs sharing a --logdir compare side by side. Logging-only fields (intervals,
-# batch size of evaluation) would only add columns.
-HPARAM_FIELDS = ("hidden_sizes", "batch_size", "epochs", "train_steps", "learning_rate",
-                 "lr_schedule", "warmup_steps", "weight_decay", "dropout", "validation_size",
-                 "seed", "deterministic", "jit_compile", "augment_rotation_degrees",
-                 "augment_scale", "augment_shift_pixels", "precision")
+
+# What resuming a workdir may do with a setting (`Setting.on_resume`; checked by
+# `mnist_tf.workdir.check_resume` against the workdir's config.json):
+# FIXED: it shaped the steps taken so far (the weights, the data order, the
+#   learning-rate curve); another value would give a run that no straight run
+#   gives, so it must match.
+FIXED = "fixed"
+# FREE: it only decides how the steps run, are logged or are saved; the steps
+#   stay bit-identical (or differ by float rounding) and checkpoints are
+#   interchangeable, so it may change.
+FREE = "free"
+# RUN_LENGTH (--epochs, --train_steps): a longer run continues where it stopped,
+#   exactly a straight run of the new length under --lr_schedule=constant; under
+#   cosine the length sets the decay, so it must match there.
+RUN_LENGTH = "run_length"
+ON_RESUME = (FIXED, FREE, RUN_LENGTH)
+BOUNDS = ("positive", "non_negative")
 
 
 class ConfigError(UserError):
@@ -92,90 +106,209 @@ def _check_profile_steps(steps: tuple[int, ...]) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
+class Setting:
+    """A `TrainConfig` field's life outside Python: its flag, checks, resume rule, docs.
+
+    Attributes:
+        help: the help text of the field's flag, also its row of README.md.
+        on_resume: FIXED, FREE or RUN_LENGTH (see their comments).
+        hparam: whether it is logged as a TensorBoard HParam. Settings that can
+            change what a run learns are, so runs sharing a --logdir compare
+            side by side; logging-only ones would only add columns.
+        choices: the allowed values of a string setting (their spellings where
+            `pattern` decides, e.g. gpu:N).
+        pattern: a regex that valid values match, for choices with placeholders.
+        parse: for a tuple field, the parser of its flag's text.
+        bound: "positive", "non_negative" (finite, >= 0) or None.
+    """
+
+    help: str
+    on_resume: str
+    hparam: bool = False
+    choices: tuple[str, ...] = ()
+    pattern: re.Pattern | None = None
+    parse: Callable[[str], tuple] | None = None
+    bound: str | None = None
+
+
+def setting(default, help: str, *, on_resume: str, hparam: bool = False,
+            choices: tuple[str, ...] = (), pattern: re.Pattern | None = None,
+            parse: Callable[[str], tuple] | None = None, bound: str | None = None):
+    """Declares a `TrainConfig` field: its default and its `Setting` (metadata["setting"]).
+
+    Args:
+        default: the field's default value.
+        help: see `Setting`; so are the keyword arguments.
+        on_resume: FIXED, FREE or RUN_LENGTH.
+        hparam: whether TensorBoard's HParams records it.
+        choices: allowed values of a string setting.
+        pattern: regex of valid values, where `choices` has placeholders.
+        parse: parser of a tuple field's flag text.
+        bound: "positive", "non_negative" or None.
+
+    Returns:
+        A `dataclasses.field`.
+    """
+    if on_resume not in ON_RESUME or bound not in (*BOUNDS, None):
+        raise ValueError(f"on_resume={on_resume!r}, bound={bound!r}")  # A typo in this file.
+    return dataclasses.field(default=default, metadata={"setting": Setting(
+        help, on_resume, hparam, tuple(choices), pattern, parse, bound)})
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run.
 
-    Field names match the command-line flags of `python -m mnist_tf.train`.
+    Each field is one flag of `python -m mnist_tf.train` (same name), declared
+    by `setting`: its help, checks and resume rule are derived from there.
     """
 
-    hidden_sizes: tuple[int, ...] = (512, 256)
-    batch_size: int = 128
-    epochs: int = 10
-    train_steps: int = 0  # 0: derive from `epochs`.
-    learning_rate: float = 1e-3
-    lr_schedule: str = "constant"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    dropout: float = 0.0
-    validation_size: int = 5000
-    seed: int = 0
-    deterministic: bool = False
-    log_every_steps: int = 100
-    checkpoint_every_steps: int = 1000
-    keep_checkpoints: int = 3
-    jit_compile: bool = False
-    eval_batch_size: int = 1000
-    histogram_every_steps: int = 500  # 0: no weight/gradient histograms.
-    profile_steps: tuple[int, ...] = ()  # (START, END) global steps to profile; (): none.
-    data_on_device: bool = False  # Hold the training split as tensors; index per step.
-    steps_per_call: int = 1  # Optimizer steps per traced call (needs data_on_device).
-    # Random affine warps of the training images (mnist_tf/data/augment.py); all 0: off.
-    augment_rotation_degrees: float = 0.0
-    augment_scale: float = 0.0
-    augment_shift_pixels: float = 0.0
-    # Evaluate every this many steps as well as at each epoch's end (0: epoch ends only).
-    eval_every_steps: int = 0
-    # Stop as soon as an evaluation's test accuracy reaches this (0: train to the end).
-    stop_at_test_accuracy: float = 0.0
-    # Compute precision (mnist_tf/model/precision.py); weights and Adam stay float32.
-    precision: str = "float32"
-    # auto | cpu | gpu | gpu:N (mnist_tf/devices.py).
-    device: str = "auto"
-    # TF32 matmuls on GPUs that have them; off, so float32 means float32.
-    enable_tensor_float_32: bool = False
-    # none | mirrored | multi_worker (mnist_tf/training/distribute.py); batch_size is global.
-    distribution: str = "none"
-    # Logical CPU devices to split the CPU into, for mirrored runs without GPUs.
-    cpu_replicas: int = 1
-    # A non-finite loss: stop the run (keeping the last good checkpoint), or
-    # skip that step's update and go on.
-    nan_policy: str = "stop"
+    # The architecture: the checkpoint's shapes.
+    hidden_sizes: tuple[int, ...] = setting(
+        (512, 256), "Comma-separated hidden layer widths, e.g. 512,256.",
+        on_resume=FIXED, hparam=True, parse=parse_hidden_sizes)
+    # The batches, and with the split and seed the data order a resume rebuilds.
+    batch_size: int = setting(
+        128, "Training batch size.", on_resume=FIXED, hparam=True, bound="positive")
+    epochs: int = setting(
+        10, "Epochs to train (see --train_steps).",
+        on_resume=RUN_LENGTH, hparam=True, bound="positive")
+    train_steps: int = setting(
+        0, "Total optimizer steps; overrides --epochs when > 0. A resumed run trains to this "
+        "total; a new one (or new --epochs) is refused under --lr_schedule=cosine, whose "
+        "decay the run's length sets.",
+        on_resume=RUN_LENGTH, hparam=True, bound="non_negative")
+    # The learning-rate curve and the loss: the recipe of every step.
+    learning_rate: float = setting(
+        1e-3, "Adam's (peak) learning rate.", on_resume=FIXED, hparam=True, bound="positive")
+    lr_schedule: str = setting(
+        "constant", f"Learning-rate schedule: {' or '.join(LR_SCHEDULES)}.",
+        on_resume=FIXED, hparam=True, choices=LR_SCHEDULES)
+    warmup_steps: int = setting(
+        0, "Steps of linear learning-rate warmup.",
+        on_resume=FIXED, hparam=True, bound="non_negative")
+    weight_decay: float = setting(
+        0.0, "L2 coefficient: loss += weight_decay * sum(kernel**2) / 2.",
+        on_resume=FIXED, hparam=True, bound="non_negative")
+    dropout: float = setting(
+        0.0, "Dropout rate after each hidden layer, in [0, 1).", on_resume=FIXED, hparam=True)
+    # The training split (a resume must see the same examples) and the seed of
+    # the weights, the data order and the dropout masks.
+    validation_size: int = setting(
+        5000, "Examples carved from the end of the train split for validation (0: none).",
+        on_resume=FIXED, hparam=True, bound="non_negative")
+    seed: int = setting(
+        0, "Seed of weights, data order and dropout.",
+        on_resume=FIXED, hparam=True, bound="non_negative")
+    # Which kernels run, not what they compute.
+    deterministic: bool = setting(
+        False, "Deterministic ops (tf.config.experimental.enable_op_determinism): two runs "
+        "with one seed give identical parameters.", on_resume=FREE, hparam=True)
+    # Logging, saving and evaluation: the training steps are bit-identical whatever they are.
+    log_every_steps: int = setting(
+        100, "Steps between progress lines and train summaries.",
+        on_resume=FREE, bound="positive")
+    checkpoint_every_steps: int = setting(
+        1000, "Steps between checkpoints (one is always saved at the end).",
+        on_resume=FREE, bound="positive")
+    keep_checkpoints: int = setting(
+        3, "How many recent checkpoints to keep.", on_resume=FREE, bound="positive")
+    # The same step compiled by XLA (results differ by float rounding at most).
+    jit_compile: bool = setting(
+        False, "Compile the train and eval steps with XLA.", on_resume=FREE, hparam=True)
+    eval_batch_size: int = setting(
+        1000, "Batch size of evaluation.", on_resume=FREE, bound="positive")
+    histogram_every_steps: int = setting(
+        500, "Steps between TensorBoard histograms of every weight and of the gradients "
+        "applied at that step (weights/<layer>/kernel, gradients/<layer>/kernel, ...; also "
+        "at the last step). 0: none.", on_resume=FREE, bound="non_negative")
+    profile_steps: tuple[int, ...] = setting(
+        (), "START,END: run TensorFlow's profiler while the global step (as in the progress "
+        "lines) goes from START to END, i.e. over END-START training steps (e.g. 100,110; "
+        "needs 0 <= START < END), and write the trace to "
+        "WORKDIR/summaries/train/plugins/profile/ for TensorBoard's Profile tab (pip install "
+        "tensorboard-plugin-profile). Empty: off.", on_resume=FREE, parse=parse_profile_steps)
+    # The fast path: the same batches and arithmetic as tf.data, one step per call
+    # (tested bit-identical).
+    data_on_device: bool = setting(
+        False, "Hold the training split as tensors (on the GPU if there is one) and index "
+        "each batch from them instead of streaming tf.data batches; each epoch's order is a "
+        "stateless shuffle of (seed, epoch).", on_resume=FREE)
+    steps_per_call: int = setting(
+        1, "Optimizer steps per traced call (needs --data_on_device); calls stop early "
+        "wherever a log line, checkpoint or epoch end is due.",
+        on_resume=FREE, bound="positive")
+    # Random affine warps of the training images (mnist_tf/data/augment.py): the
+    # data the run learns from.
+    augment_rotation_degrees: float = setting(
+        0.0, "Augmentation: rotate each training image by a random angle in [-this, this] "
+        "degrees (0: no rotation).", on_resume=FIXED, hparam=True, bound="non_negative")
+    augment_scale: float = setting(
+        0.0, "Augmentation: scale each training image by a random factor in "
+        "[1-this, 1+this] (0: no scaling).", on_resume=FIXED, hparam=True)
+    augment_shift_pixels: float = setting(
+        0.0, "Augmentation: shift each training image by a random offset in [-this, this] "
+        "pixels in x and y (0: no shift). With all three 0 the images are not augmented.",
+        on_resume=FIXED, hparam=True, bound="non_negative")
+    # Evaluation only.
+    eval_every_steps: int = setting(
+        0, "Also evaluate (validation and test) every this many steps; 0: only at the end "
+        "of each epoch.", on_resume=FREE, bound="non_negative")
+    stop_at_test_accuracy: float = setting(
+        0.0, "Stop as soon as an evaluation's test accuracy reaches this fraction (e.g. "
+        "0.98) and record when in results.json (target_reached); for time-to-accuracy "
+        "benchmarks. 0: train to the end.", on_resume=FREE)
+    # The compute dtype shapes every step's arithmetic (and float16's loss scale
+    # means nothing to the other precisions).
+    precision: str = setting(
+        "float32", f"Compute precision: {' | '.join(PRECISIONS)}. The mixed ones compute the "
+        "layers in bfloat16/float16; weights, Adam slots, softmax and loss stay float32; "
+        "mixed_float16 adds dynamic loss scaling.",
+        on_resume=FIXED, hparam=True, choices=PRECISIONS)
+    # Where and how the steps run. Checkpoints hold one copy of every variable,
+    # and --batch_size is the global batch, so they move between devices and
+    # strategies; TF32 changes float rounding only.
+    device: str = setting(
+        "auto", "auto (the first GPU if TensorFlow sees one, else the CPU) | cpu | gpu | "
+        "gpu:N. Asking for a GPU that is not there is an error. Not with --distribution, "
+        "whose strategy places the replicas itself.",
+        on_resume=FREE, choices=DEVICE_CHOICES, pattern=DEVICE_PATTERN)
+    enable_tensor_float_32: bool = setting(
+        False, "Allow TF32 matmuls on GPUs that have them (Ampere and newer): faster, with a "
+        "10-bit mantissa. Off by default, so float32 means float32; no effect on CPUs.",
+        on_resume=FREE)
+    distribution: str = setting(
+        "none", f"{' | '.join(DISTRIBUTIONS)}: tf.distribute strategy of the training loop. "
+        "mirrored: MirroredStrategy over this machine's GPUs (or --cpu_replicas logical "
+        "CPUs); multi_worker: MultiWorkerMirroredStrategy, one process per worker, each "
+        "given its role by TF_CONFIG. --batch_size is the global batch.",
+        on_resume=FREE, choices=DISTRIBUTIONS)
+    cpu_replicas: int = setting(
+        1, "With --distribution=mirrored and no GPU: split the CPU into this many logical "
+        "devices (replicas), e.g. to try mirrored training on a laptop.",
+        on_resume=FREE, bound="positive")
+    # What happens after a non-finite loss; the steps before it are the same.
+    nan_policy: str = setting(
+        "stop", f"{' | '.join(NAN_POLICIES)}: what a non-finite loss does. stop: end the run "
+        "with an error naming the step, keeping the last good checkpoint; skip_step: skip "
+        "updates whose gradients are not finite (counted in results.json and TensorBoard) "
+        "and go on.", on_resume=FREE, choices=NAN_POLICIES)
 
     def __post_init__(self):
-        # A config read back from config.json holds a list; keep the frozen
+        # A config read back from config.json holds lists; keep the frozen
         # dataclass hashable and comparable with the flag-built one.
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
         object.__setattr__(self, "profile_steps", tuple(self.profile_steps))
+        for name, declared in settings().items():
+            _check_setting(name, getattr(self, name), declared)
+        self._check_ranges()
+        self._check_combinations()
 
-        def positive(name):
-            if getattr(self, name) <= 0:
-                raise ConfigError(name, f"must be positive, got {getattr(self, name)}")
-
-        def non_negative(name):
-            value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):  # NaN fails both comparisons.
-                raise ConfigError(name, f"must be a finite number >= 0, got {value}")
-
+    def _check_ranges(self) -> None:
         for size in self.hidden_sizes:
             if size <= 0:
                 raise ConfigError("hidden_sizes", f"sizes must be positive, got {size}")
-        for name in ("batch_size", "epochs", "log_every_steps", "checkpoint_every_steps",
-                     "keep_checkpoints", "eval_batch_size", "steps_per_call", "cpu_replicas"):
-            positive(name)
-        if self.steps_per_call > 1 and not self.data_on_device:
-            raise ConfigError("steps_per_call", f"{self.steps_per_call} needs --data_on_device "
-                              "(several steps per call index the training data held as tensors)")
-        for name in ("train_steps", "warmup_steps", "weight_decay", "validation_size", "seed",
-                     "histogram_every_steps", "eval_every_steps", "augment_rotation_degrees",
-                     "augment_shift_pixels"):
-            non_negative(name)
         _check_profile_steps(self.profile_steps)
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ConfigError("learning_rate", f"must be positive, got {self.learning_rate}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(
-                "lr_schedule",
-                f"unknown schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}",
-            )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.augment_scale < 1.0:  # Also rejects NaN.
@@ -191,15 +324,11 @@ class TrainConfig:
             raise ConfigError("stop_at_test_accuracy",
                               f"must be a fraction in [0, 1] (e.g. 0.98), got "
                               f"{self.stop_at_test_accuracy}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError("precision", f"unknown precision {self.precision!r}; choose one "
-                              f"of {', '.join(PRECISIONS)}")
-        if self.nan_policy not in NAN_POLICIES:
-            raise ConfigError("nan_policy", f"unknown policy {self.nan_policy!r}; choose one of "
-                              f"{', '.join(NAN_POLICIES)}")
-        if self.distribution not in DISTRIBUTIONS:
-            raise ConfigError("distribution", f"unknown distribution {self.distribution!r}; "
-                              f"choose one of {', '.join(DISTRIBUTIONS)}")
+
+    def _check_combinations(self) -> None:
+        if self.steps_per_call > 1 and not self.data_on_device:
+            raise ConfigError("steps_per_call", f"{self.steps_per_call} needs --data_on_device "
+                              "(several steps per call index the training data held as tensors)")
         if self.distribution != "none" and self.data_on_device:
             raise ConfigError("data_on_device", "cannot be combined with --distribution="
                               f"{self.distribution} (distributed runs feed tf.data batches)")
@@ -208,14 +337,26 @@ class TrainConfig:
                               f"{self.distribution} here (XLA cannot compile a replica's step "
                               "that reads mirrored variables placed on other devices); add "
                               "--nojit_compile")
+        if self.distribution != "none" and self.device != "auto":
+            # The strategy picks its devices (every GPU, or --cpu_replicas CPUs);
+            # a --device would be silently ignored.
+            raise ConfigError("device", f"{self.device} cannot be combined with --distribution="
+                              f"{self.distribution}, whose strategy places the replicas itself; "
+                              "drop --device (CUDA_VISIBLE_DEVICES picks the GPUs), or use "
+                              "--distribution=none")
         if self.cpu_replicas > 1 and self.distribution != "mirrored":
             raise ConfigError("cpu_replicas", f"{self.cpu_replicas} needs "
                               "--distribution=mirrored (it splits the CPU into replicas)")
-        if not DEVICE_PATTERN.match(self.device):
-            raise ConfigError("device", f"{self.device!r} is not one of auto, cpu, gpu, gpu:N "
-                              "(e.g. gpu:0)")
-        if not math.isfinite(self.weight_decay):
-            raise ConfigError("weight_decay", f"must be finite, got {self.weight_decay}")
+
+    @classmethod
+    def from_flag_values(cls, values: Mapping[str, object]) -> TrainConfig:
+        """Builds the config from flag values by name (tuple fields as their flag's text).
+
+        Raises:
+            ConfigError: naming the offending flag.
+        """
+        return cls(**{name: declared.parse(values[name]) if declared.parse else values[name]
+                      for name, declared in settings().items()})
 
     @property
     def augments(self) -> bool:
@@ -231,11 +372,103 @@ class TrainConfig:
         return values
 
     def hparams(self) -> dict[str, bool | int | float | str]:
-        """Returns the `HPARAM_FIELDS` as TensorBoard HParams values.
+        """Returns the settings declared `hparam=True` as TensorBoard HParams values.
 
         `hidden_sizes` becomes its flag spelling ("512,256"; "none" for a linear
         model), since HParams values are scalars.
         """
-        values = {name: getattr(self, name) for name in HPARAM_FIELDS}
+        values = {name: getattr(self, name)
+                  for name, declared in settings().items() if declared.hparam}
         values["hidden_sizes"] = ",".join(map(str, self.hidden_sizes)) or "none"
         return values
+
+
+def settings() -> dict[str, Setting]:
+    """Returns every `TrainConfig` field's `Setting`, by name, in declaration order."""
+    return {field.name: field.metadata["setting"] for field in dataclasses.fields(TrainConfig)}
+
+
+def _check_setting(name: str, value, declared: Setting) -> None:
+    """Checks what a field's `Setting` declares: its bound and its choices."""
+    if declared.bound == "positive" and not (value > 0 and math.isfinite(value)):
+        raise ConfigError(name, f"must be positive, got {value}")
+    if declared.bound == "non_negative" and not (value >= 0 and math.isfinite(value)):
+        raise ConfigError(name, f"must be a finite number >= 0, got {value}")  # NaN too.
+    if declared.pattern is not None:
+        if not (isinstance(value, str) and declared.pattern.match(value)):
+            raise ConfigError(name, f"{value!r} is not one of {', '.join(declared.choices)}")
+    elif declared.choices and value not in declared.choices:
+        raise ConfigError(name, f"unknown {name.replace('_', ' ')} {value!r}; choose one of "
+                          f"{', '.join(declared.choices)}")
+
+
+class Flag(NamedTuple):
+    """The command-line flag of a `TrainConfig` field.
+
+    Attributes:
+        name: the flag's (and field's) name.
+        kind: "boolean", "integer", "float" or "string": the `flags.DEFINE_*` to use.
+        default: the flag's default (a tuple field's as its text).
+        help: the flag's help.
+        setting: the field's `Setting`.
+    """
+
+    name: str
+    kind: str
+    default: bool | int | float | str
+    help: str
+    setting: Setting
+
+
+_FLAG_KINDS = {"bool": "boolean", "int": "integer", "float": "float", "str": "string"}
+
+
+def train_flags() -> list[Flag]:
+    """Returns the flag of every `TrainConfig` field, in declaration order."""
+    flags = []
+    for field in dataclasses.fields(TrainConfig):
+        declared = field.metadata["setting"]
+        if declared.parse is not None:  # A tuple, spelled as text on the command line.
+            kind, default = "string", flag_text(field.default)
+        else:  # `from __future__ import annotations` makes field.type the name.
+            kind, default = _FLAG_KINDS[getattr(field.type, "__name__", field.type)], field.default
+        flags.append(Flag(field.name, kind, default, declared.help, declared))
+    return flags
+
+
+def flag_text(value) -> str:
+    """Spells a setting's value as on the command line: `--name=TEXT`."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+_ON_RESUME_WORDS = {FIXED: "must match", FREE: "may change",
+                    RUN_LENGTH: "may change, except under `--lr_schedule=cosine`"}
+
+
+def markdown_default(value) -> str:
+    """A flag's default as README.md's flag tables show it."""
+    if value is None:
+        return "—"
+    text = flag_text(value)
+    return f"`{text}`" if text else '`""`'
+
+
+def flag_table_markdown() -> str:
+    """Returns README.md's table of the training settings, derived from their `Setting`s.
+
+    tests/test_config.py checks that README.md holds it verbatim; after changing
+    a setting, paste the output of
+    `python -c "from mnist_tf import config; print(config.flag_table_markdown())"`.
+    """
+    lines = ["| flag | default | on resume | meaning |", "| --- | --- | --- | --- |"]
+    for flag in train_flags():
+        name = f"--[no]{flag.name}" if flag.kind == "boolean" else f"--{flag.name}"
+        # Escape what Markdown would read as a cell border, emphasis or an HTML tag.
+        meaning = flag.help.replace("|", "\\|").replace("*", "\\*").replace("<", "&lt;")
+        lines.append(f"| `{name}` | {markdown_default(flag.default)} | "
+                     f"{_ON_RESUME_WORDS[flag.setting.on_resume]} | {meaning} |")
+    return "\n".join(lines)

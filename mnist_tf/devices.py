@@ -6,10 +6,14 @@ that TensorFlow cannot see is an error, never a silent CPU run.
 
 from __future__ import annotations
 
-import tensorflow as tf
+import re
 
-from mnist_tf.config import DEVICE_PATTERN
 from mnist_tf.errors import UserError
+
+# TensorFlow is imported inside the functions: mnist_tf.config checks --device
+# against these before TensorFlow loads.
+DEVICE_CHOICES = ("auto", "cpu", "gpu", "gpu:N")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|gpu|gpu:\d+)$")
 
 
 def resolve(text: str) -> str:
@@ -25,8 +29,11 @@ def resolve(text: str) -> str:
     Raises:
         UserError: if a GPU is asked for that TensorFlow does not see.
     """
+    import tensorflow as tf
+
     if not DEVICE_PATTERN.match(text):
-        raise UserError(f"--device: {text!r} is not one of auto, cpu, gpu, gpu:N (e.g. gpu:0)")
+        raise UserError(f"--device: {text!r} is not one of {', '.join(DEVICE_CHOICES)} "
+                        "(e.g. gpu:0)")
     kind, _, index = text.partition(":")
     gpus = tf.config.list_physical_devices("GPU")
     if kind == "cpu" or (kind == "auto" and not gpus):
@@ -42,6 +49,8 @@ def resolve(text: str) -> str:
 
 def describe(device: str) -> str:
     """A one-line description of a resolved device, for the run's log."""
+    import tensorflow as tf
+
     if device.startswith("/GPU"):
         details = tf.config.experimental.get_device_details(
             tf.config.list_physical_devices("GPU")[int(device.rsplit(":", 1)[1])])
@@ -51,4 +60,6 @@ def describe(device: str) -> str:
 
 def set_tensor_float_32(enabled: bool) -> None:
     """Turns TF32 matmuls/convolutions on or off (they only exist on Ampere+ GPUs)."""
+    import tensorflow as tf
+
     tf.config.experimental.enable_tensor_float_32_execution(enabled)

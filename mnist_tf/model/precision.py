@@ -20,7 +20,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from mnist_tf.config import PRECISIONS
+from mnist_tf.model.dtypes import COMPUTE_DTYPES, PRECISIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +44,9 @@ def policy(name: str) -> Policy:
     Raises:
         ValueError: for an unknown name.
     """
-    dtypes = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
-    if name not in dtypes:
+    if name not in PRECISIONS:
         raise ValueError(f"unknown precision {name!r}; one of {', '.join(PRECISIONS)}")
-    return Policy(name, dtypes[name], loss_scaling=name == "mixed_float16")
+    return Policy(name, tf.as_dtype(COMPUTE_DTYPES[name]), loss_scaling=name == "mixed_float16")
 
 
 class LossScale(tf.Module):

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
-import tensorflow as tf
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+# The --lr_schedule values. TensorFlow is imported inside the functions, so that
+# mnist_tf.config can check the flag against this before TensorFlow loads.
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def _warmup(step: tf.Tensor, peak: tf.Tensor, warmup_steps: int, after: tf.Tensor) -> tf.Tensor:
@@ -13,6 +19,8 @@ def _warmup(step: tf.Tensor, peak: tf.Tensor, warmup_steps: int, after: tf.Tenso
 
     Counting from t + 1 means no step is wasted at a learning rate of 0.
     """
+    import tensorflow as tf
+
     if warmup_steps <= 0:
         return after
     t = tf.cast(step, tf.float32)
@@ -28,6 +36,8 @@ class Constant:
 
     def __call__(self, step: tf.Tensor) -> tf.Tensor:
         """Returns the float32 learning rate at 0-based `step`."""
+        import tensorflow as tf
+
         peak = tf.constant(self.learning_rate, tf.float32)
         return _warmup(step, peak, self.warmup_steps, peak)
 
@@ -47,6 +57,8 @@ class WarmupCosine:
 
     def __call__(self, step: tf.Tensor) -> tf.Tensor:
         """Returns the float32 learning rate at 0-based `step`."""
+        import tensorflow as tf
+
         t = tf.cast(step, tf.float32)
         peak = tf.constant(self.learning_rate, tf.float32)
         decay_steps = float(max(self.total_steps - self.warmup_steps, 1))
@@ -65,4 +77,4 @@ def make_schedule(name: str, learning_rate: float, warmup_steps: int, total_step
         return Constant(learning_rate, warmup_steps)
     if name == "cosine":
         return WarmupCosine(learning_rate, warmup_steps, total_steps)
-    raise ValueError(f"unknown learning-rate schedule {name!r}")
+    raise ValueError(f"unknown learning-rate schedule {name!r}; one of {', '.join(LR_SCHEDULES)}")

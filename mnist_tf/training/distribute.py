@@ -17,10 +17,16 @@ from __future__ import annotations
 
 import json
 import os
-
-import tensorflow as tf
+from typing import TYPE_CHECKING
 
 from mnist_tf.errors import UserError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+# The --distribution values. TensorFlow is imported inside `make_strategy`, so
+# that mnist_tf.config can check the flag against this before TensorFlow loads.
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 
 
 def make_strategy(distribution: str, cpu_replicas: int = 1) -> tf.distribute.Strategy | None:
@@ -36,6 +42,8 @@ def make_strategy(distribution: str, cpu_replicas: int = 1) -> tf.distribute.Str
     Raises:
         UserError: for a multi-worker run without a usable TF_CONFIG.
     """
+    import tensorflow as tf
+
     if cpu_replicas > 1:
         cpus = tf.config.list_physical_devices("CPU")
         tf.config.set_logical_device_configuration(
