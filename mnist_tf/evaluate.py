@@ -1,7 +1,10 @@
 """Evaluate a checkpoint: `python -m mnist_tf.evaluate --workdir=W [--split=test|validation]`.
 
 `evaluate_checkpoint` is the library function (tests call it in-process); the
-command line only parses flags, calls it and prints `format_report`.
+command line only parses flags, calls it and prints `format_report`. Its
+computation, `evaluate_loaded`, takes an already restored model and writes
+files only when asked; `mnist_tf.Classifier.evaluate` calls it too, so the
+Python API reports exactly what the command line does.
 
 Files written (the test split keeps the plain names, so evaluating the
 validation split never overwrites test results):
@@ -21,11 +24,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from absl import flags, logging
 
 from mnist_tf import cli, files
 from mnist_tf.errors import UserError
+
+if TYPE_CHECKING:  # inference loads TensorFlow; only its type is needed here.
+    from mnist_tf.inference import LoadedModel
 
 FLAGS = flags.FLAGS
 SPLITS = ("test", "validation")
@@ -82,23 +89,70 @@ def evaluate_checkpoint(
             unusable workdir, or data problems (`DataError`).
         CheckpointError: for a missing, damaged or mismatched checkpoint.
     """
+    # evaluate_loaded checks it again; here it fails before TensorFlow loads.
     if split not in SPLITS:
         raise UserError(f"--split: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     # Loaded only now (quietly: no C++ start-up noise on the console), so the
     # command line rejects bad flags before paying for TensorFlow.
     cli.import_tensorflow_quietly()
-    from mnist_tf import analysis, images, inference
-    from mnist_tf.data import pipeline, sources
-    from mnist_tf.training import summaries
+    from mnist_tf import inference
 
     workdir = os.path.abspath(workdir)
     loaded = inference.load_model(workdir, checkpoint)
+    return evaluate_loaded(loaded, workdir, split, data_dir=data_dir, manual_dir=manual_dir,
+                           allow_download=allow_download, splits=splits, log=log,
+                           write_files=True)
+
+
+def evaluate_loaded(
+    loaded: LoadedModel,
+    workdir: str,
+    split: str = "test",
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    allow_download: bool = True,
+    splits=None,
+    log: Callable[[str], None] = print,
+    write_files: bool = False,
+) -> dict:
+    """Evaluates an already restored model on one split: the computation behind the CLI.
+
+    `evaluate_checkpoint` (the command line) and `mnist_tf.Classifier.evaluate`
+    both call this, so they report the same numbers.
+
+    Args:
+        loaded: an `inference.LoadedModel` restored from `workdir`.
+        workdir: the training workdir it came from (named in errors; the
+            files go there).
+        split: "test" or "validation".
+        data_dir: TFDS data directory (None: TFDS's default).
+        manual_dir: optional directory with the official IDX files.
+        allow_download: whether TFDS's own download may be tried.
+        splits: preprocessed `pipeline.Splits` to use instead of loading MNIST
+            (tests); must have been made with the run's `validation_size`.
+        log: receives the data source's progress lines.
+        write_files: also write `eval[_<split>].json`, the confusion-matrix PNG
+            and its TensorBoard image, and list them under `files`.
+
+    Returns:
+        The results (see `evaluate_checkpoint`); `files` only if `write_files`.
+
+    Raises:
+        UserError: for an unknown split, a run without a validation split, an
+            unwritable workdir (with `write_files`), or data problems (`DataError`).
+    """
+    if split not in SPLITS:
+        raise UserError(f"--split: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    from mnist_tf import analysis, inference
+    from mnist_tf.data import pipeline, sources
+
     config = loaded.config
     if split == "validation" and config.validation_size == 0:
         raise UserError(
             f"--split=validation: the run in {workdir} was trained with validation_size=0, "
             "so it has no validation split; use --split=test")
-    if not os.access(workdir, os.W_OK | os.X_OK):
+    # Before the data is loaded, so an unusable workdir fails at once.
+    if write_files and not os.access(workdir, os.W_OK | os.X_OK):
         raise UserError(f"--workdir: {workdir} is not writable; {eval_json_name(split)} "
                         "is written there")
 
@@ -116,10 +170,6 @@ def evaluate_checkpoint(
     predictions = analysis.predict_split(predict_fn, examples, config.eval_batch_size)
     matrix = analysis.confusion_matrix(predictions.labels, predictions.predicted)
     precision, recall = analysis.precision_recall(matrix)
-
-    json_path = os.path.join(workdir, eval_json_name(split))
-    png_path = os.path.join(workdir, confusion_png_name(split))
-    summary_dir = os.path.join(workdir, summaries.SUMMARY_SUBDIR, EVAL_SUBDIR)
     results = {
         "split": split,
         "checkpoint": loaded.checkpoint,
@@ -133,16 +183,28 @@ def evaluate_checkpoint(
         "confusion_matrix": matrix.tolist(),
         "hidden_sizes": list(config.hidden_sizes),
         "data_dir": used_data_dir,
-        "files": {"results": json_path, "confusion_matrix_png": png_path,
-                  "summaries": summary_dir},
     }
+    if write_files:
+        _write_results(workdir, results, matrix)
+    return results
 
+
+def _write_results(workdir: str, results: dict, matrix) -> None:
+    """Writes the PNG, the TensorBoard image and the JSON; adds their paths as `files`."""
+    from mnist_tf import images
+    from mnist_tf.training import summaries
+
+    split = results["split"]
+    json_path = os.path.join(workdir, eval_json_name(split))
+    png_path = os.path.join(workdir, confusion_png_name(split))
+    summary_dir = os.path.join(workdir, summaries.SUMMARY_SUBDIR, EVAL_SUBDIR)
+    results["files"] = {"results": json_path, "confusion_matrix_png": png_path,
+                        "summaries": summary_dir}
     picture = images.confusion_matrix_image(matrix)
     images.write_png(png_path, picture)
-    _write_image_summary(summary_dir, f"confusion_matrix_{split}", picture, loaded.step)
+    _write_image_summary(summary_dir, f"confusion_matrix_{split}", picture, results["step"])
     # Written last: a results file on disk means the other outputs are there too.
     files.write_json_atomic(json_path, results)
-    return results
 
 
 def _write_image_summary(summary_dir: str, tag: str, picture, step: int) -> None:

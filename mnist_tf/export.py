@@ -25,12 +25,16 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from typing import TYPE_CHECKING
 
 from absl import flags, logging
 
 from mnist_tf import cli, files
 from mnist_tf.constants import IMAGE_SIZE, normalize
 from mnist_tf.errors import UserError
+
+if TYPE_CHECKING:  # inference loads TensorFlow; only its type is needed here.
+    from mnist_tf.inference import LoadedModel
 
 FLAGS = flags.FLAGS
 SIGNATURE_KEY = "serving_default"
@@ -119,11 +123,38 @@ def export_model(workdir: str, export_dir: str, checkpoint: str | None = None) -
     """
     # Checked before TensorFlow loads, so a refused export_dir fails at once.
     export_dir = _check_export_dir(export_dir)
-    tf = cli.import_tensorflow_quietly()
+    cli.import_tensorflow_quietly()
     from mnist_tf import inference
 
     workdir = os.path.abspath(workdir)
     loaded = inference.load_model(workdir, checkpoint)
+    return export_loaded(loaded, workdir, export_dir)
+
+
+def export_loaded(loaded: LoadedModel, workdir: str, export_dir: str) -> dict:
+    """Exports an already restored model as a SavedModel: the work behind `export_model`.
+
+    `export_model` (the command line) and `mnist_tf.Classifier.export` both
+    call this, so they write the same SavedModel and metadata.
+
+    Args:
+        loaded: an `inference.LoadedModel` restored from `workdir`.
+        workdir: the training workdir it came from (recorded in the metadata).
+        export_dir: the SavedModel directory to create; it must not exist or be
+            empty.
+
+    Returns:
+        What was exported (see `export_model`).
+
+    Raises:
+        UserError: if `export_dir` is non-empty or cannot be created.
+    """
+    # Checked again for export_model's sake: the directory may have filled
+    # while the model loaded (the final rename refuses that case too).
+    export_dir = _check_export_dir(export_dir)
+    import tensorflow as tf
+
+    workdir = os.path.abspath(workdir)
     module = build_serving_module(loaded.model)
     metadata = {
         "export_dir": export_dir,

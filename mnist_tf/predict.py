@@ -112,11 +112,24 @@ def classify(model, digits) -> list[tuple[float, ...]]:
     if len(digits) == 0:
         return []
     predict_fn = inference.make_predict_fn(model)  # input_signature [None, 784]: one trace.
-    probabilities = []
-    for start in range(0, len(digits), BATCH_SIZE):
-        batch = preprocess.to_model_input(digits[start:start + BATCH_SIZE])
-        probabilities.extend(predict_fn(batch).numpy().astype(float))
-    return [tuple(float(p) for p in row) for row in probabilities]
+    probabilities = predict_in_batches(predict_fn, preprocess.to_model_input(digits))
+    return [tuple(float(p) for p in row) for row in probabilities.astype(float)]
+
+
+def predict_in_batches(predict_fn, pixels: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """Runs `predict_fn` over model inputs a batch at a time (also `mnist_tf.Classifier.predict`).
+
+    Args:
+        predict_fn: `inference.make_predict_fn(model)`.
+        pixels: float32 [N, 784] in [0, 1] (N may be 0).
+        batch_size: images per call, bounding the memory one call needs.
+
+    Returns:
+        float32 probabilities [N, 10].
+    """
+    batches = [predict_fn(pixels[start:start + batch_size]).numpy()
+               for start in range(0, len(pixels), batch_size)]
+    return np.concatenate(batches) if batches else np.zeros((0, NUM_CLASSES), np.float32)
 
 
 def predict_files(model, paths) -> list[Prediction]:
