@@ -82,6 +82,25 @@ def small_data_dir(tmp_path_factory):
     return str(data_dir)
 
 
+@pytest.fixture(scope="module")
+def real_data(tmp_path_factory):
+    """(data_dir, fresh): where the real MNIST is, for tests marked `real_data`.
+
+    The TFDS data dir ($TFDS_DATA_DIR or TFDS's default) when it already holds
+    a prepared copy; otherwise, or with MNIST_TF_TEST_FRESH_DATA=1, an empty
+    directory (fresh=True) that the test's first run prepares through the real
+    data path, the registry mirror, exactly as a new machine does. Per module,
+    so each file's first run sees the empty directory and takes that path.
+    """
+    from mnist_tf.data import sources
+
+    data_dir = sources.default_data_dir()
+    fresh = os.environ.get("MNIST_TF_TEST_FRESH_DATA") == "1" or not sources.is_prepared(data_dir)
+    if fresh:
+        data_dir = str(tmp_path_factory.mktemp("tfds"))
+    return data_dir, fresh
+
+
 # The test files with the most work (mostly `python -m mnist_tf.*` subprocesses,
 # each paying TensorFlow's ~5 s start-up), heaviest first. pytest-xdist's two
 # processes take whole files in collection order (`--dist loadfile

@@ -242,15 +242,16 @@ def test_command_line_bad_inputs_exit_2(args, fragments, trained, tmp_path):
 
 
 @pytest.mark.real_data
-def test_export_of_a_model_trained_on_real_mnist(tmp_path):
-    data_dir = sources.default_data_dir()
-    if not sources.is_prepared(data_dir):
-        pytest.skip(f"no prepared real MNIST in {data_dir} (set TFDS_DATA_DIR)")
+def test_export_of_a_model_trained_on_real_mnist(tmp_path, real_data):
+    data_dir, fresh = real_data
     workdir = tmp_path / "run"
     config = TrainConfig(hidden_sizes=(128,), batch_size=128, train_steps=100,
                          validation_size=0, log_every_steps=100)
     results = trainer.train_and_evaluate(config, str(workdir), data_dir=data_dir,
                                          allow_download=False, log=lambda line: None)
+    # No prepared copy: this run prepared one from the registry mirror.
+    assert results["data_source"] == ("mirror" if fresh else "prepared")
+    assert sources.is_prepared(data_dir)
     assert results["test_accuracy"] > 0.85, results
     export.export_model(str(workdir), str(tmp_path / "model"))
 

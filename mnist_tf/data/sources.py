@@ -138,17 +138,16 @@ def ensure_mnist(
     if is_prepared(data_dir):
         log(f"Data: prepared TFDS mnist/3.0.1 found in {target}")
         return DataSource("prepared", data_dir, target)
-    if os.path.exists(target) and os.listdir(target):
-        raise DataError(
-            f"{target} exists but holds no dataset_info.json (an interrupted preparation?); "
-            "remove it or pass another --data_dir"
-        )
+    # Whether preparing is possible at all is decided before any source is
+    # tried, so a bad target fails the same way on- and offline, and nothing
+    # is probed or fetched for a run that could not use it.
     try:
         os.makedirs(data_dir, exist_ok=True)
     except OSError as e:
         raise DataError(f"--data_dir {data_dir} cannot be created: {e.strerror}") from None
     if not os.access(data_dir, os.W_OK):
         raise DataError(f"--data_dir {data_dir} is not writable; pass a writable --data_dir")
+    mirror.check_target(data_dir)  # An existing (even empty) mnist/3.0.1 is never overwritten.
 
     start = time.monotonic()
     if allow_download and probe_download_host(download_url()):
