@@ -65,40 +65,35 @@ def measure_mnist_tf(images, labels, hidden_sizes, batch_size, jit_compile, pipe
     """Returns the per-epoch seconds of mnist_tf's train step (burn-in epoch excluded)."""
     import tensorflow as tf
 
-    from mnist_tf.data import pipeline
-    from mnist_tf.model import precision as mixed
-    from mnist_tf.model.mlp import MLP
-    from mnist_tf.model.optimizers import Adam
+    from mnist_tf.config import TrainConfig
+    from mnist_tf.data import pipeline as input_pipeline
     from mnist_tf.model.schedules import Constant
-    from mnist_tf.training.steps import Metrics, make_train_loop, make_train_step
+    from mnist_tf.training import runners
+    from mnist_tf.training.state import TrainState
+    from mnist_tf.training.steps import Metrics, make_train_step
 
-    policy = mixed.policy(precision)
-    model = MLP(hidden_sizes, seed=0, dropout=dropout, compute_dtype=policy.compute_dtype)
-    optimizer = Adam(model.parameters())
-    loss_scale = mixed.LossScale(enabled=policy.loss_scaling)
-    rng = tf.random.Generator.from_seed(1)
+    # The trainer's own state, step body and runners (weights seed 0, RNG seed 1).
+    state = TrainState(TrainConfig(hidden_sizes=tuple(hidden_sizes), dropout=dropout,
+                                   precision=precision, seed=0))
+    optimizer = state.optimizer
     num = len(labels) // batch_size * batch_size
+    steps = num // batch_size
     uint8_images = (images[:num] * 255).round().astype("uint8").reshape(-1, 28, 28, 1)
-    train = pipeline.from_arrays(uint8_images, labels[:num])
+    train = input_pipeline.from_arrays(uint8_images, labels[:num])
+    train_step = make_train_step(state, Constant(1e-3), Metrics(), batch_size)
     if pipeline == "tfdata":
-        train_step = make_train_step(model, optimizer, Constant(1e-3), rng, Metrics(),
-                                     batch_size, jit_compile=jit_compile,
-                                     loss_scale=loss_scale)
-
-        def run_epoch(epoch):
-            for x, y in pipeline.train_batches(train, batch_size, seed=0, epoch=epoch):
-                train_step(x, y)
+        runner = runners.BatchRunner(train_step, train, batch_size, seed=0,
+                                     jit_compile=jit_compile)
+        steps_per_call = 1
     else:
-        train_loop = make_train_loop(model, optimizer, Constant(1e-3), rng, Metrics(),
-                                     batch_size, train.images, train.labels,
-                                     jit_compile=jit_compile, loss_scale=loss_scale)
-        steps = num // batch_size
+        zeros = [tf.zeros_like(p) for p in state.model.parameters()]
+        runner = runners.DeviceLoopRunner(train_step, train, batch_size, 0, zeros,
+                                          jit_compile=jit_compile)
 
-        def run_epoch(epoch):
-            order = pipeline.epoch_order(num, 0, epoch)
-            for first in range(0, steps, steps_per_call):
-                count = min(steps_per_call, steps - first)
-                train_loop(order, tf.constant(first, tf.int32), tf.constant(count, tf.int32))
+    def run_epoch(epoch):
+        runner.start_epoch(epoch, 0)
+        for first in range(0, steps, steps_per_call):
+            runner(first, min(steps_per_call, steps - first), 0)
 
     times = []
     for epoch in range(repeats + 1):

@@ -1,4 +1,4 @@
-"""Small file helpers: the workdir check and atomic writes."""
+"""Small file helpers: atomic writes that leave the old file or the new one, never half of one."""
 
 from __future__ import annotations
 
@@ -7,29 +7,6 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-
-from mnist_tf.errors import UserError
-
-
-def prepare_workdir(workdir: str) -> str:
-    """Creates `workdir` if needed and checks that it is writable.
-
-    Returns:
-        The absolute path of the workdir.
-
-    Raises:
-        UserError: naming --workdir if it cannot be used.
-    """
-    workdir = os.path.abspath(workdir)
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise UserError(f"--workdir: {workdir} is a file, not a directory")
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--workdir: cannot create {workdir}: {e.strerror}") from None
-    if not os.access(workdir, os.W_OK | os.X_OK):
-        raise UserError(f"--workdir: {workdir} is not writable; choose another --workdir")
-    return workdir
 
 
 def _umask() -> int:
@@ -82,37 +59,3 @@ def write_json_atomic(path: str | os.PathLike, value) -> None:
 LOCK_FILE = "train.lock"
 
 
-@contextlib.contextmanager
-def workdir_lock(workdir: str) -> Iterator[None]:
-    """Holds an exclusive lock on `workdir` for one training run.
-
-    An OS-level `flock` on `workdir/train.lock`: the kernel releases it when the
-    process ends, however it ends (SIGKILL, a crash), so a dead run never
-    leaves the workdir locked. The holder's pid is written into the file for
-    the error message.
-
-    Raises:
-        UserError: if another live process holds the lock.
-    """
-    import fcntl
-
-    path = os.path.join(workdir, LOCK_FILE)
-    try:
-        handle = open(path, "a+")
-    except OSError as e:
-        raise UserError(f"--workdir: cannot create the lock file {path}: {e.strerror}") from None
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise UserError(f"--workdir: {workdir} is in use by another training run (pid "
-                            f"{holder}); wait for it to finish, or use another --workdir") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
-    finally:
-        handle.close()  # Closing releases the lock.

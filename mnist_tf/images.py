@@ -11,6 +11,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from mnist_tf.constants import PIXEL_SCALE
 from mnist_tf.files import atomic_path
 
 _FONT = ImageFont.load_default()
@@ -32,7 +33,7 @@ def digit_grid(images: np.ndarray, captions: list[str], columns: int = 8, scale:
     """
     images = np.asarray(images, np.float32).reshape(len(images), 28, 28)
     if images.max(initial=0) > 1.0:
-        images = images / 255.0
+        images = images / PIXEL_SCALE
     count = len(images)
     columns = max(1, min(columns, count))
     rows = max(1, -(-count // columns))

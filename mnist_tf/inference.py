@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 
 import tensorflow as tf
 
+from mnist_tf import workdir as workdirs
 from mnist_tf.config import TrainConfig
 from mnist_tf.constants import NUM_PIXELS
-from mnist_tf.errors import CheckpointError, UserError
+from mnist_tf.errors import CheckpointError
 from mnist_tf.model.mlp import MLP
 from mnist_tf.training.checkpoints import CHECKPOINT_SUBDIR
-
-CONFIG_FILE = "config.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,30 +31,6 @@ class LoadedModel:
     config: TrainConfig
     checkpoint: str
     step: int
-
-
-def read_run_config(workdir: str) -> TrainConfig:
-    """Reads the `TrainConfig` that `python -m mnist_tf.train` recorded in `workdir`.
-
-    Raises:
-        UserError: if the workdir holds no readable, valid config.json.
-    """
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.isdir(workdir):
-        raise UserError(f"--workdir: {workdir} does not exist; train a model there first "
-                        f"(python -m mnist_tf.train --workdir={workdir})")
-    if not os.path.isfile(path):
-        raise UserError(f"--workdir: {workdir} holds no trained run ({CONFIG_FILE} is missing); "
-                        f"train one with python -m mnist_tf.train --workdir={workdir}")
-    try:
-        with open(path) as f:
-            values = json.load(f)
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        values = {k: v for k, v in values.items() if k in fields}
-        values["hidden_sizes"] = tuple(values.get("hidden_sizes", ()))
-        return TrainConfig(**values)
-    except (OSError, ValueError, TypeError) as e:
-        raise UserError(f"{path} is unreadable or invalid ({e})") from None
 
 
 def load_model(workdir: str, checkpoint: str | None = None, log=None) -> LoadedModel:
@@ -81,7 +55,7 @@ def load_model(workdir: str, checkpoint: str | None = None, log=None) -> LoadedM
     """
     from mnist_tf.training import state as train_state
 
-    config = read_run_config(workdir)
+    config = workdirs.read_config(workdir)
     # Inference computes in float32 whatever precision trained the weights
     # (the master weights are float32 either way).
     state = train_state.TrainState(config, compute_dtype=tf.float32)

@@ -58,6 +58,9 @@ def main(argv: list[str]) -> None:
         if not FLAGS.workdir:
             raise UserError("--workdir: must not be empty")
         workdir.prepare(FLAGS.workdir)
+        # A contradicting resume is refused before TensorFlow loads (~5 s); the
+        # trainer checks again, for library callers.
+        workdir.check_resume(FLAGS.workdir, config)
         # Imported here so that bad flags are rejected before TensorFlow loads.
         made = {}
 

@@ -12,6 +12,7 @@ import pytest
 
 import mnist_tf
 from mnist_tf import api, evaluate, export, inference, predict
+from mnist_tf import workdir as workdir_module
 from mnist_tf.errors import CheckpointError, UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +100,7 @@ def test_load_restores_the_newest_checkpoint(trained, classifier):
     assert classifier.workdir == str(workdir)
     assert classifier.checkpoint == str(workdir / "checkpoints" / "ckpt-20")
     assert classifier.step == 20
-    assert classifier.config == inference.read_run_config(str(workdir))
+    assert classifier.config == workdir_module.read_config(str(workdir))
     assert classifier.config.hidden_sizes == (16,)
     assert [v.shape.as_list() for v in classifier.model.parameters()] == [
         [784, 16], [16], [16, 10], [10]]

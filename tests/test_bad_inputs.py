@@ -81,7 +81,7 @@ def world(tmp_path_factory, small_data_dir):
 
 T = "mnist_tf.train"
 TRAIN = ["--workdir={root}/run", "--data_dir={root}/tfds", "--nodownload", "--validation_size=100",
-         "--hidden_sizes=16"]
+         "--batch_size=50", "--hidden_sizes=16"]
 
 CASES = [
     # Flags.
@@ -101,9 +101,11 @@ CASES = [
     (T, [*TRAIN, "--flagfile={root}/bad.cfg"], ["hiden_sizes"]),
     # Workdirs and checkpoints.
     (T, ["--workdir={root}/a_file", "--data_dir={root}/tfds", "--nodownload"], ["a_file"]),
-    (T, [*TRAIN[:-1], "--hidden_sizes=64"], ["--hidden_sizes", "[64]", "[16]"]),
+    (T, [*TRAIN[:-1], "--hidden_sizes=64"], ["--hidden_sizes", "64", "16", "contradicts"]),
+    (T, [*TRAIN, "--seed=3"], ["--seed", "3 contradicts 0", "config.json", "another --workdir"]),
     (T, ["--workdir={root}/broken", "--data_dir={root}/tfds", "--nodownload",
-         "--validation_size=100", "--hidden_sizes=16"], ["ckpt-6", "cannot be restored"]),
+         "--validation_size=100", "--batch_size=50", "--hidden_sizes=16"],
+     ["ckpt-6", "cannot be restored"]),
     # Data dirs.
     (T, [*TRAIN, "--data_dir={root}/a_file"], ["--data_dir", "a_file", "is a file"]),
     (T, [*TRAIN, "--data_dir={root}/half"], ["3.0.1", "already exists", "remove it"]),

@@ -10,7 +10,9 @@ from conftest import assert_usage_error, run_module, synthetic_digits
 from mnist_tf.config import TrainConfig
 from mnist_tf.data import pipeline
 from mnist_tf.errors import TrainingDiverged
+from mnist_tf.model.mlp import MLP
 from mnist_tf.training import trainer
+from mnist_tf.training.steps import all_finite
 
 SMALL = dict(hidden_sizes=(32,), batch_size=32, epochs=3, validation_size=0,
              log_every_steps=5, checkpoint_every_steps=5, eval_batch_size=50,
@@ -46,7 +48,7 @@ def test_stop_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
         run(TrainConfig(**SMALL), tmp_path)
     message = str(error.value)
     step = int(message.split(" at step ")[1].split()[0])
-    assert "the training loss is nan" in message and "--nan_policy=skip_step" in message
+    assert "not finite at step" in message and "--nan_policy=skip_step" in message
     # The poisoned example sits in one batch of the first epoch.
     assert 1 <= step <= 10
     saved = sorted(int(name.split("-")[1].split(".")[0])
@@ -70,19 +72,22 @@ def test_skip_step_skips_each_poisoned_batch_and_trains_on(tmp_path):
 
 def test_a_learning_rate_that_diverges_stops_the_cli_with_one_line(tmp_path, small_data_dir):
     workdir = tmp_path / "run"
+    # One Adam step at this rate leaves finite but huge weights (checkpoint 1);
+    # the next step's loss overflows. The learning rate is fixed on resume, so
+    # the first run already uses it.
     common = [f"--workdir={workdir}", f"--data_dir={small_data_dir}", "--nodownload",
               "--hidden_sizes=32", "--batch_size=50", "--validation_size=100",
-              "--checkpoint_every_steps=4", "--log_every_steps=4"]
-    good = run_module("mnist_tf.train", *common, "--train_steps=4")
+              "--checkpoint_every_steps=4", "--log_every_steps=4", "--learning_rate=1e30"]
+    good = run_module("mnist_tf.train", *common, "--train_steps=1")
     assert good.returncode == 0, good.stderr
     before = checkpoint_files(workdir)
     results_before = (workdir / "results.json").read_bytes()
-    diverged = run_module("mnist_tf.train", *common, "--train_steps=40", "--learning_rate=1e30")
-    assert_usage_error(diverged, "the training loss is", "at step", "the last good checkpoint",
-                       "ckpt-4")
+    diverged = run_module("mnist_tf.train", *common, "--train_steps=40")
+    assert_usage_error(diverged, "not finite", "at step 2", "the last good checkpoint",
+                       "ckpt-1")
     assert checkpoint_files(workdir) == before
     assert (workdir / "results.json").read_bytes() == results_before
-    assert json.loads(results_before)["global_step"] == 4
+    assert json.loads(results_before)["global_step"] == 1
 
 
 def final_checkpoint(workdir):
@@ -112,3 +117,78 @@ def test_a_run_with_skipped_steps_resumes_exactly(tmp_path, precision):
         assert any("loss_scale" in name for name in expected)
     for name in expected:
         np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
+
+
+# A marker pixel value: finite, so the forward pass and the loss stay finite on
+# every CPU; only the gradient is poisoned. This does not depend on how a CPU's
+# fused MatMul+BiasAdd+Relu treats NaN (AVX-512's oneDNN kernel maps it to 0).
+MARKER = 0.123
+
+
+def splits_with_a_marked_example(index=100):
+    images, labels = synthetic_digits(320, seed=5)
+    train = pipeline.from_arrays(images, labels)
+    marked = train.images.numpy()
+    marked[index, 300] = MARKER
+    test = pipeline.from_arrays(*synthetic_digits(100, seed=6))
+    return pipeline.Splits(train=pipeline.Examples(tf.constant(marked), train.labels),
+                           validation=None, test=test, num_train=320, num_validation=0,
+                           num_test=100)
+
+
+@pytest.fixture
+def poisoned_gradients(monkeypatch):
+    """Makes every gradient NaN for batches holding the marker, with a finite loss."""
+    original = MLP.__call__
+
+    @tf.custom_gradient
+    def poison(x, marked):
+        def grad(dy):
+            return tf.where(marked, tf.constant(np.nan, dy.dtype), dy), None
+        return tf.identity(x), grad
+
+    def call(self, x, training=False, seed=None):
+        marked = tf.reduce_any(tf.equal(x[:, 300], MARKER))
+        return poison(original(self, x, training=training, seed=seed), marked)
+
+    monkeypatch.setattr(MLP, "__call__", call)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["tf.data", "device_loop"])
+def test_a_nan_gradient_with_a_finite_loss_stops_the_run(tmp_path, poisoned_gradients, fast):
+    config = TrainConfig(**SMALL, data_on_device=fast, steps_per_call=4 if fast else 1,
+                         jit_compile=fast)
+    lines = []
+    with pytest.raises(TrainingDiverged) as error:
+        trainer.train_and_evaluate(config, str(tmp_path), splits=splits_with_a_marked_example(),
+                                   log=lines.append)
+    message = str(error.value)
+    step = int(message.split(" at step ")[1].split()[0])
+    # The marked example's batch in epoch 0 (10 steps per epoch): exactly that step.
+    order = pipeline.epoch_order(320, 0, 0).numpy()  # SMALL runs with seed 0.
+    assert step == int(np.flatnonzero(order == 100)[0]) // 32 + 1
+    # Every progress line before it had a finite loss: the loss alone would not have told.
+    assert all("loss nan" not in line for line in lines)
+    saved = sorted(int(name.split("-")[1].split(".")[0])
+                   for name in checkpoint_files(tmp_path) if name.endswith(".index"))
+    assert all(s < step for s in saved)
+    weights = tf.train.load_checkpoint(str(tmp_path / "checkpoints"))
+    for name in weights.get_variable_to_shape_map():
+        value = weights.get_tensor(name)
+        if np.issubdtype(np.asarray(value).dtype, np.floating):
+            assert np.isfinite(value).all(), name
+
+
+def test_skip_step_skips_a_nan_gradient_with_a_finite_loss(tmp_path, poisoned_gradients):
+    results = trainer.train_and_evaluate(
+        TrainConfig(**SMALL, nan_policy="skip_step"), str(tmp_path),
+        splits=splits_with_a_marked_example(), log=lambda line: None)
+    assert results["skipped_steps"] == 3  # Once per epoch.
+    assert results["test_accuracy"] > 0.9
+
+
+def test_the_guard_checks_gradients_not_only_the_loss():
+    finite = [tf.ones([3, 2]), tf.zeros([2])]
+    assert bool(all_finite(tf.constant(1.0), finite))
+    assert not bool(all_finite(tf.constant(np.nan), finite))
+    assert not bool(all_finite(tf.constant(1.0), [tf.ones([3, 2]), tf.constant([0.0, np.inf])]))

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from mnist_tf.config import ConfigError, TrainConfig, parse_profile_steps
-from mnist_tf.training import trainer
+from mnist_tf.training import evaluation, trainer
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # Never any other address: the test must not listen outside the machine.
@@ -170,18 +170,18 @@ def test_images_come_from_the_same_pass_as_the_test_metrics(tmp_path, small_data
     model = MLP((16,), seed=0)
     metrics = Metrics()
     eval_step = make_eval_step(model, metrics, batch_size=64)
-    evaluation = trainer.evaluate(eval_step, metrics, splits.test, 64, max_mistakes=5)
+    result = evaluation.evaluate(eval_step, metrics, splits.test, 64, max_mistakes=5)
 
-    assert evaluation.confusion.sum() == splits.num_test == 200  # Padding rows excluded.
-    correct = int(evaluation.confusion.trace())
-    assert evaluation.metrics["accuracy"] == correct / 200
-    wrong_images, labels, predicted = evaluation.mistakes
+    assert result.confusion.sum() == splits.num_test == 200  # Padding rows excluded.
+    correct = int(result.confusion.trace())
+    assert result.metrics["accuracy"] == correct / 200
+    wrong_images, labels, predicted = result.mistakes
     assert wrong_images.shape == (5, 784) and (labels != predicted).all()
     probabilities = tf.nn.softmax(model(tf.constant(wrong_images))).numpy()
     assert (probabilities.argmax(axis=1) == predicted).all()
     assert eval_step.experimental_get_tracing_count() == 1
-    assert set(trainer.evaluation_images(evaluation)) == {"confusion_matrix", "misclassified"}
-    assert trainer.evaluate(eval_step, metrics, splits.test, 64).confusion is None
+    assert set(evaluation.evaluation_images(result)) == {"confusion_matrix", "misclassified"}
+    assert evaluation.evaluate(eval_step, metrics, splits.test, 64).confusion is None
 
 
 def test_histogram_buckets_match_numpy():

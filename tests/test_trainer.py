@@ -2,13 +2,14 @@
 
 import json
 import os
+import types
 
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from mnist_tf.config import ConfigError, TrainConfig
 from mnist_tf.errors import CheckpointError
-from mnist_tf.training import checkpoints, trainer
+from mnist_tf.training import checkpoints, runners, trainer
 
 SMALL = dict(hidden_sizes=(32,), batch_size=32, epochs=2, validation_size=100,
              log_every_steps=5, checkpoint_every_steps=10, eval_batch_size=64)
@@ -57,20 +58,25 @@ def test_trains_evaluates_and_writes_everything(tmp_path, small_data_dir):
     assert scalar_tags(tmp_path / "summaries" / "test") >= {"loss", "accuracy"}
 
 
-def test_steps_are_traced_once_per_run(tmp_path, small_data_dir, monkeypatch):
-    made = {}
-
+def keep_runner(monkeypatch, made):
+    """Records the run's runner and eval step, to count their traces."""
     def keep(name, make):
         def wrapper(*args, **kwargs):
             made[name] = make(*args, **kwargs)
             return made[name]
         return wrapper
 
-    monkeypatch.setattr(trainer, "make_train_step", keep("train", trainer.make_train_step))
+    monkeypatch.setattr(trainer, "_make_runner", keep("runner", trainer._make_runner))
     monkeypatch.setattr(trainer, "make_eval_step", keep("eval", trainer.make_eval_step))
+
+
+def test_steps_are_traced_once_per_run(tmp_path, small_data_dir, monkeypatch):
+    made = {}
+    keep_runner(monkeypatch, made)
     # 3 epochs, validation (100) and test (200) each with a padded last batch.
     run(TrainConfig(**{**SMALL, "epochs": 3}, dropout=0.1), tmp_path, small_data_dir)
-    assert made["train"].experimental_get_tracing_count() == 1
+    assert isinstance(made["runner"], runners.BatchRunner)
+    assert made["runner"].train_fn.experimental_get_tracing_count() == 1
     assert made["eval"].experimental_get_tracing_count() == 1
 
 
@@ -116,7 +122,7 @@ def test_finished_run_only_evaluates_again(tmp_path, small_data_dir):
 def test_resume_with_another_architecture_names_both_values(tmp_path, small_data_dir):
     run(TrainConfig(**SMALL, train_steps=5), tmp_path, small_data_dir)
     before = sorted(os.listdir(tmp_path / "checkpoints"))
-    with pytest.raises(ConfigError, match=r"--hidden_sizes: \[64\] contradicts \[32\]"):
+    with pytest.raises(ConfigError, match=r"--hidden_sizes: 64 contradicts 32"):
         run(TrainConfig(**{**SMALL, "hidden_sizes": (64,)}, train_steps=10), tmp_path,
             small_data_dir)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == before
@@ -156,16 +162,11 @@ FAST = dict(SMALL, data_on_device=True, deterministic=True, dropout=0.3, seed=2)
 
 def test_data_on_device_trains_and_traces_its_loop_once(tmp_path, small_data_dir, monkeypatch):
     made = {}
-    original = trainer.make_train_loop
-
-    def keep(*args, **kwargs):
-        made["loop"] = original(*args, **kwargs)
-        return made["loop"]
-
-    monkeypatch.setattr(trainer, "make_train_loop", keep)
+    keep_runner(monkeypatch, made)
     results, lines = run(TrainConfig(**{**FAST, "epochs": 4}, steps_per_call=6,
                                      learning_rate=3e-3), tmp_path, small_data_dir)
-    assert made["loop"].experimental_get_tracing_count() == 1
+    assert isinstance(made["runner"], runners.DeviceLoopRunner)
+    assert made["runner"].train_fn.experimental_get_tracing_count() == 1
     assert results["test_accuracy"] > 0.9
     assert results["global_step"] == 4 * (500 // 32)
     # Calls stop at every log interval (5), so every progress line is printed.
@@ -268,18 +269,41 @@ def test_steps_per_call_needs_data_on_device():
         TrainConfig(steps_per_call=4)
 
 
+def periodic_actions(config, total_steps=4290, steps_per_epoch=429):
+    """The trainer's actions over a stand-in run (no model needed to ask when they are due)."""
+    fake = types.SimpleNamespace(config=config, total_steps=total_steps,
+                                 steps_per_epoch=steps_per_epoch, log=print,
+                                 writers=types.SimpleNamespace(logdir=lambda run: "/nowhere"))
+    return trainer._make_actions(fake, stop_request=None)
+
+
 def test_next_stop_respects_every_boundary():
     config = TrainConfig(steps_per_call=50, data_on_device=True, log_every_steps=100,
                          checkpoint_every_steps=1000, histogram_every_steps=0,
                          profile_steps=(130, 140))
-    assert trainer.next_stop(0, 429, config) == 50
-    assert trainer.next_stop(80, 429, config) == 100
-    assert trainer.next_stop(100, 429, config) == 130
-    assert trainer.next_stop(130, 429, config) == 140
-    assert trainer.next_stop(400, 429, config) == 429
-    evaluating = TrainConfig(steps_per_call=50, data_on_device=True, eval_every_steps=30)
-    assert trainer.next_stop(0, 429, evaluating) == 30
-    assert trainer.next_stop(30, 429, evaluating) == 60
+    periodic = periodic_actions(config)
+    assert trainer.next_stop(0, 429, 50, periodic) == 50
+    assert trainer.next_stop(80, 429, 50, periodic) == 100
+    assert trainer.next_stop(100, 429, 50, periodic) == 130
+    assert trainer.next_stop(130, 429, 50, periodic) == 140
+    assert trainer.next_stop(400, 429, 50, periodic) == 429
+    evaluating = periodic_actions(TrainConfig(steps_per_call=50, data_on_device=True,
+                                              eval_every_steps=30))
+    assert trainer.next_stop(0, 429, 50, evaluating) == 30
+    assert trainer.next_stop(30, 429, 50, evaluating) == 60
+
+
+def test_each_action_is_due_exactly_at_its_steps():
+    config = TrainConfig(log_every_steps=100, checkpoint_every_steps=1000,
+                         histogram_every_steps=0, eval_every_steps=300, profile_steps=(130, 140))
+    by_type = {type(a).__name__: a for a in periodic_actions(config, total_steps=1050)}
+    due = {name: [s for s in range(1, 1051) if a.due(s)] for name, a in by_type.items()
+           if name not in ("Preempt", "StopAtAccuracy")}
+    assert due["ReportProgress"] == [*range(100, 1001, 100), 1050]
+    assert due["WriteHistograms"] == []  # 0: never, not even at the end.
+    assert due["SaveCheckpoint"] == [1000]  # The last step's is saved after the loop.
+    assert due["Evaluate"] == sorted({*range(300, 1001, 300), *range(429, 1050, 429), 1050})
+    assert due["Profile"] == [130, 140]
 
 
 def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(
@@ -308,10 +332,10 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(
 
 
 def test_a_second_run_on_a_locked_workdir_is_refused(tmp_path, small_data_dir):
-    from mnist_tf import files
+    from mnist_tf import workdir as workdirs
     from mnist_tf.errors import UserError
 
-    with files.workdir_lock(str(tmp_path)):
+    with workdirs.lock(str(tmp_path)):
         with pytest.raises(UserError, match=r"is in use by another training run \(pid \d+\)"):
             run(TrainConfig(**SMALL, train_steps=2), tmp_path, small_data_dir)
     assert not (tmp_path / "checkpoints").exists()
@@ -323,11 +347,11 @@ def test_a_killed_runs_lock_does_not_stay(tmp_path):
     import subprocess
     import sys
 
-    from mnist_tf import files
+    from mnist_tf import workdir as workdirs
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from mnist_tf import files\n"
-         f"with files.workdir_lock({str(tmp_path)!r}):\n"
+        [sys.executable, "-c", "import sys, time; from mnist_tf import workdir as workdirs\n"
+         f"with workdirs.lock({str(tmp_path)!r}):\n"
          "    print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -337,5 +361,5 @@ def test_a_killed_runs_lock_does_not_stay(tmp_path):
     finally:
         if holder.poll() is None:
             holder.kill()
-    with files.workdir_lock(str(tmp_path)):
+    with workdirs.lock(str(tmp_path)):
         pass

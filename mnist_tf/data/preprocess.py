@@ -51,7 +51,7 @@ import os
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnist_tf.constants import normalize
+from mnist_tf.constants import PIXEL_SCALE, normalize
 from mnist_tf.errors import UserError
 
 FIELD_SIZE = 28  # MNIST's images are 28x28 ...
@@ -121,12 +121,12 @@ def greyscale(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     if image.mode == "F":
         return np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0), None
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
-        grey_alpha = np.asarray(image.convert("RGBA").convert("LA"), dtype=np.float64) / 255.0
+        grey_alpha = np.asarray(image.convert("RGBA").convert("LA"), dtype=np.float64) / PIXEL_SCALE
         grey, alpha = grey_alpha[..., 0], grey_alpha[..., 1]
         return grey, (None if alpha.min() == 1.0 else alpha)
     if image.mode not in ("1", "L"):
         image = image.convert("RGB")
-    return np.asarray(image.convert("L"), dtype=np.float64) / 255.0, None
+    return np.asarray(image.convert("L"), dtype=np.float64) / PIXEL_SCALE, None
 
 
 def _composite(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:

@@ -27,15 +27,37 @@ def l2_penalty(kernels: list[tf.Variable]) -> tf.Tensor:
 
 
 def total_loss(
-    logits: tf.Tensor, labels: tf.Tensor, kernels: list[tf.Variable], weight_decay: float
+    logits: tf.Tensor,
+    labels: tf.Tensor,
+    kernels: list[tf.Variable],
+    weight_decay: float,
+    global_batch_size: int | None = None,
+    num_replicas: int = 1,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Mean cross-entropy over the batch plus `weight_decay` * L2.
+    """Mean cross-entropy over the (global) batch plus `weight_decay` * L2.
+
+    Args:
+        logits: [batch, classes] of this replica's examples.
+        labels: [batch] integer class ids.
+        kernels: the weight matrices L2 applies to.
+        weight_decay: the L2 coefficient.
+        global_batch_size: examples per step over all replicas (only read
+            when `num_replicas` > 1).
+        num_replicas: replicas whose losses are summed. With several, each
+            replica's cross-entropy is divided by the *global* batch size
+            (`tf.nn.compute_average_loss`) and its L2 share by the replica
+            count, so the sum over replicas is the global batch's loss.
 
     Returns:
-        (loss to minimise, per-example cross-entropy), both float32.
+        (this replica's loss to minimise, per-example cross-entropy), both
+        float32.
     """
     per_example = cross_entropy(logits, labels)
-    loss = tf.reduce_mean(per_example)
+    if num_replicas == 1:
+        loss = tf.reduce_mean(per_example)
+    else:
+        loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
     if weight_decay:
-        loss += weight_decay * l2_penalty(kernels)
+        penalty = weight_decay * l2_penalty(kernels)
+        loss += penalty if num_replicas == 1 else penalty / num_replicas
     return loss, per_example

@@ -94,11 +94,6 @@ class LossScale(tf.Module):
             self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
                                              name="skipped_steps")
 
-    @property
-    def guards(self) -> bool:
-        """Whether train steps must check gradients and may skip updates."""
-        return self.enabled or self.skip_nonfinite
-
     def scale_loss(self, loss: tf.Tensor) -> tf.Tensor:
         """Returns loss · scale (the loss itself when scaling is off)."""
         return loss * self.scale if self.enabled else loss
@@ -111,25 +106,27 @@ class LossScale(tf.Module):
         inverse = 1.0 / self.scale
         return [g * inverse for g in gradients]
 
-    def update(self, gradients: list[tf.Tensor]) -> tf.Tensor:
-        """Adapts the scale to this step's (unscaled) gradients.
+    def update(self, finite: tf.Tensor) -> None:
+        """Records a step whose loss and gradients were (not) all finite.
 
-        Returns:
-            bool scalar: whether every gradient is finite, i.e. whether the
-            optimizer may apply them. Always True when neither scaling nor
-            `skip_nonfinite` is on.
+        A non-finite step's update is skipped by the caller. Here it is
+        counted in `skipped_steps` (with scaling or `skip_nonfinite`; under
+        `--nan_policy=stop` the run ends instead, so nothing is counted), and
+        with scaling the scale halves; `growth_interval` finite steps in a
+        row double it.
+
+        Args:
+            finite: bool scalar, from `steps.all_finite`.
         """
         if not (self.enabled or self.skip_nonfinite):
-            return tf.constant(True)
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
+            return
         self.skipped_steps.assign_add(tf.where(finite, tf.constant(0, tf.int64),
                                                tf.constant(1, tf.int64)))
         if not self.enabled:
-            return finite
+            return
         grow = tf.logical_and(finite, self.good_steps + 1 >= self.growth_interval)
         self.scale.assign(tf.where(finite, tf.where(grow, self.scale * 2.0, self.scale),
                                    self.scale * 0.5))
         self.good_steps.assign(tf.where(finite, tf.where(grow, tf.constant(0, tf.int64),
                                                          self.good_steps + 1),
                                         tf.constant(0, tf.int64)))
-        return finite

@@ -1,6 +1,14 @@
-"""The traced train step and eval step, and the metric accumulators they update."""
+"""The one train-step body, the eval step, and the metric accumulators they update.
+
+The runners (`training/runners.py`) trace the train-step body in their own
+ways: one step per call, several steps per call, or under a `tf.distribute`
+strategy; there is no second copy of the maths.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -8,8 +16,7 @@ from mnist_tf.constants import NUM_PIXELS
 from mnist_tf.data.augment import AffineAugment
 from mnist_tf.model import losses
 from mnist_tf.model.mlp import MLP
-from mnist_tf.model.optimizers import Adam
-from mnist_tf.model.precision import LossScale
+from mnist_tf.training.state import TrainState
 
 
 class Metrics(tf.Module):
@@ -63,279 +70,165 @@ class Metrics(tf.Module):
             variable.assign(tf.zeros_like(variable))
 
 
+class StepOutput(NamedTuple):
+    """What one training step returns.
+
+    Attributes:
+        loss: float32 scalar, the batch's mean loss (over replicas: the global
+            batch's).
+        gradients: the float32 gradients the step applied (or skipped), one
+            per `model.parameters()` entry, for the TensorBoard histograms.
+        diverged: bool scalar: the loss or a gradient was not finite and
+            `--nan_policy=stop` must end the run (the update was skipped, so
+            the weights stay finite).
+        stop: bool scalar: some process voted to stop (SIGTERM/SIGINT).
+    """
+
+    loss: tf.Tensor
+    gradients: list[tf.Tensor]
+    diverged: tf.Tensor
+    stop: tf.Tensor
+
+
+def all_finite(loss: tf.Tensor, gradients: list[tf.Tensor]) -> tf.Tensor:
+    """Whether the loss and every gradient element are finite (bool scalar).
+
+    The gradients are checked, not only the loss: on AVX-512 CPUs oneDNN's
+    fused MatMul+BiasAdd+Relu maps NaN to 0 inside a `tf.function`, so a NaN
+    input can give a finite loss and NaN gradients.
+    """
+    checks = [tf.reduce_all(tf.math.is_finite(loss))]
+    checks += [tf.reduce_all(tf.math.is_finite(g)) for g in gradients]
+    return tf.reduce_all(tf.stack(checks))
+
+
 def make_train_step(
-    model: MLP,
-    optimizer: Adam,
+    state: TrainState,
     schedule,
-    rng: tf.random.Generator,
-    metrics: Metrics,
-    batch_size: int,
-    weight_decay: float = 0.0,
-    jit_compile: bool = False,
-    augment: AffineAugment | None = None,
-    loss_scale: LossScale | None = None,
-) -> tf.types.experimental.PolymorphicFunction:
-    """Builds the one traced training step: (augment,) forward, loss, gradients, Adam.
-
-    Args:
-        model: the model; its `parameters()` are trained.
-        optimizer: Adam holding the slots for those parameters.
-        schedule: maps the int64 step to the float32 learning rate.
-        rng: dropout seeds are drawn from it (it is checkpointed).
-        metrics: training-loss/accuracy accumulators.
-        batch_size: static batch size of every call.
-        weight_decay: L2 coefficient on the kernels.
-        jit_compile: compile the step with XLA.
-        augment: if given, warps each batch with seeds drawn from `rng`.
-        loss_scale: dynamic loss scaling (float16); None: none.
-
-    Returns:
-        A `tf.function` taking (images float32 [batch, 784], labels int32
-        [batch]) and returning `(loss, gradients)`: the scalar loss and the
-        gradients Adam just applied, one per `model.parameters()` entry. Its
-        fixed input signature means it is traced exactly once.
-    """
-    train_step = _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay, augment,
-                                loss_scale)
-    signature = [
-        tf.TensorSpec([batch_size, NUM_PIXELS], tf.float32, name="images"),
-        tf.TensorSpec([batch_size], tf.int32, name="labels"),
-    ]
-    return tf.function(train_step, input_signature=signature, jit_compile=jit_compile,
-                       autograph=False)
-
-
-def _apply(optimizer, schedule, parameters, gradients, loss_scale):
-    """Unscales the gradients, updates the loss scale and applies Adam; returns the gradients.
-
-    With loss scaling or `--nan_policy=skip_step`, a step whose gradients are
-    not all finite is skipped: weights, slots and Adam's step untouched.
-    """
-    if loss_scale is not None and loss_scale.enabled:
-        gradients = loss_scale.unscale(gradients)
-    if loss_scale is None or not loss_scale.guards:
-        with tf.name_scope("adam"):
-            optimizer.apply(gradients, parameters, schedule(optimizer.step))
-        return gradients
-    with tf.name_scope("loss_scale"):
-        finite = loss_scale.update(gradients)
-
-    def apply():
-        optimizer.apply(gradients, parameters, schedule(optimizer.step))
-        return tf.constant(True)
-
-    with tf.name_scope("adam"):
-        tf.cond(finite, apply, lambda: tf.constant(False))
-    return gradients
-
-
-def _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay, augment,
-                   loss_scale=None):
-    """The Python body of one training step, shared by both traced forms."""
-    scaling = loss_scale is not None and loss_scale.enabled
-    parameters = model.parameters()
-    kernels = model.kernels()
-    use_dropout = model.dropout > 0.0
-
-    def train_step(images, labels):
-        # The name scopes fold the graph into these blocks in TensorBoard's Graphs tab.
-        # Draw the dropout seed outside the tape: it is not differentiable state.
-        with tf.name_scope("dropout_seed"):
-            seed = rng.make_seeds(1)[:, 0] if use_dropout else None
-        if augment is not None:
-            # Drawn after the dropout seed, so that runs without augmentation
-            # draw exactly the seeds they drew before it existed.
-            with tf.name_scope("augment"):
-                images = augment(images, rng.make_seeds(1)[:, 0])
-        with tf.GradientTape() as tape:
-            with tf.name_scope("forward"):
-                logits = model(images, training=True, seed=seed)
-            with tf.name_scope("loss"):
-                loss, per_example = losses.total_loss(logits, labels, kernels, weight_decay)
-                scaled_loss = loss_scale.scale_loss(loss) if scaling else loss
-        # float32 gradients whatever the compute dtype: the variables are float32
-        # and the gradient of their cast casts back.
-        gradients = tape.gradient(scaled_loss, parameters)
-        gradients = _apply(optimizer, schedule, parameters, gradients, loss_scale)
-        with tf.name_scope("metrics"):
-            metrics.update(per_example, logits, labels)
-        # The gradients are returned for the TensorBoard histograms rather than
-        # recomputed by a second function when needed: these are exactly the
-        # ones Adam applied (same batch, same dropout mask); a recomputation
-        # would need a second traced function that re-runs the forward pass
-        # without drawing from `rng` or touching any state (else bit-exact
-        # resumption breaks). The price, measured on 2 CPU cores: 0-5% of an
-        # isolated 512-256 step (best of 10: 1.93 vs 1.82 ms), lost in the
-        # noise of a whole run.
-        return loss, gradients
-
-    return train_step
-
-
-def make_train_loop(
-    model: MLP,
-    optimizer: Adam,
-    schedule,
-    rng: tf.random.Generator,
-    metrics: Metrics,
-    batch_size: int,
-    images: tf.Tensor,
-    labels: tf.Tensor,
-    weight_decay: float = 0.0,
-    jit_compile: bool = False,
-    augment: AffineAugment | None = None,
-    loss_scale: LossScale | None = None,
-) -> tf.types.experimental.PolymorphicFunction:
-    """Builds a traced loop of training steps over data held as tensors.
-
-    Each call runs `count` optimizer steps of the same step body as
-    `make_train_step`, gathering batch `first_batch + i` of `order`; Python and
-    dispatch overhead is paid once per call instead of once per step, and with
-    `jit_compile` XLA compiles the whole loop.
-
-    Args:
-        model: the model; its `parameters()` are trained.
-        optimizer: Adam holding the slots for those parameters.
-        schedule: maps the int64 step to the float32 learning rate.
-        rng: dropout seeds are drawn from it (it is checkpointed).
-        metrics: training-loss/accuracy accumulators.
-        batch_size: examples per step.
-        images: float32 [N, 784], the whole training split.
-        labels: int32 [N].
-        weight_decay: L2 coefficient on the kernels.
-        jit_compile: compile the loop with XLA.
-        augment: if given, warps each batch with seeds drawn from `rng`.
-        loss_scale: dynamic loss scaling (float16); None: none.
-
-    Returns:
-        A `tf.function` taking (order int32 [N], first_batch int32 scalar,
-        count int32 scalar) and returning the last step's `(loss, gradients)`.
-        Every argument is a tensor of fixed shape, so it is traced once.
-    """
-    train_step = _train_step_fn(model, optimizer, schedule, rng, metrics, weight_decay, augment,
-                                loss_scale)
-    num_examples = int(images.shape[0])
-    zero_gradients = [tf.zeros_like(p) for p in model.parameters()]
-    positions = tf.range(batch_size, dtype=tf.int32)
-
-    def train_loop(order, first_batch, count):
-        def body(i, loss, gradients):
-            # A gather, not tf.slice: XLA treats a slice's start as a compile-time
-            # constant and would recompile for every new `first_batch`.
-            index = tf.gather(order, (first_batch + i) * batch_size + positions)
-            loss, gradients = train_step(tf.gather(images, index), tf.gather(labels, index))
-            return i + 1, loss, gradients
-
-        # A while loop on a tensor `count`: `tf.range(count)` would make XLA want
-        # `count` as a compile-time constant (one compilation per distinct count).
-        _, loss, gradients = tf.while_loop(
-            lambda i, loss, gradients: i < count, body,
-            (tf.constant(0, tf.int32), tf.constant(0.0), zero_gradients))
-        return loss, gradients
-
-    signature = [
-        tf.TensorSpec([num_examples], tf.int32, name="order"),
-        tf.TensorSpec([], tf.int32, name="first_batch"),
-        tf.TensorSpec([], tf.int32, name="count"),
-    ]
-    return tf.function(train_loop, input_signature=signature, jit_compile=jit_compile,
-                       autograph=False)
-
-
-def make_distributed_train_step(
-    strategy: tf.distribute.Strategy,
-    model: MLP,
-    optimizer: Adam,
-    schedule,
-    rng: tf.random.Generator,
     metrics: Metrics,
     global_batch_size: int,
     weight_decay: float = 0.0,
     augment: AffineAugment | None = None,
-    loss_scale: LossScale | None = None,
-) -> tf.types.experimental.PolymorphicFunction:
-    """Builds the training step for a `tf.distribute` strategy.
+    nan_policy: str = "stop",
+    strategy: tf.distribute.Strategy | None = None,
+) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], StepOutput]:
+    """Builds the body of one training step, for the runners to trace.
 
-    Each replica computes the gradients of its share of the global batch,
-    with the loss averaged over the *global* batch
-    (`tf.nn.compute_average_loss`), so that the SUM of the replicas'
-    gradients (`strategy.reduce`) is the gradient of the global batch's mean
-    loss. Adam then applies that sum once, in cross-replica context, which
-    updates every replica's copy of the mirrored variables alike.
+    Forward, loss (+ L2), gradients, the non-finite guard, Adam and the
+    metrics, in that order. Each replica computes the gradients of its share
+    of the global batch with the loss averaged over the *global* batch
+    (`tf.nn.compute_average_loss`), so the SUM of the replicas' gradients is
+    the gradient of the global batch's mean loss; Adam then applies it once,
+    in cross-replica context. Without a strategy the default one runs the
+    replica function directly, and the sums are the values themselves.
 
     Args:
-        strategy: the strategy whose scope created the model, optimizer and
-            loss-scale variables.
-        model: the model; its `parameters()` are trained.
-        optimizer: Adam holding the slots for those parameters.
-        schedule: maps the int64 step to the float32 learning rate.
-        rng: dropout and augmentation seeds are drawn from it, once per step
-            in cross-replica context; each replica offsets them by its id.
-        metrics: training-loss/accuracy accumulators (updated with sums).
+        state: the `TrainState` (created in `strategy`'s scope, if any).
+        schedule: maps Adam's int64 step to the float32 learning rate.
+        metrics: training-loss/accuracy accumulators.
         global_batch_size: examples per step over all replicas.
         weight_decay: L2 coefficient on the kernels.
-        augment: if given, warps each batch.
-        loss_scale: dynamic loss scaling (float16); None: none.
+        augment: if given, warps each batch with seeds drawn from `state.rng`.
+        nan_policy: "stop" (a non-finite step is skipped and reported as
+            `diverged`) or "skip_step" (skipped and counted).
+        strategy: a `tf.distribute` strategy, or None.
 
     Returns:
-        A `tf.function` taking an iterator over the strategy's distributed
-        dataset (global batches of (images, labels)) and this process's stop
-        vote (int32 scalar, 1 after a SIGTERM/SIGINT), and returning the
-        global mean loss, the applied (summed) gradients, and whether any
-        process voted to stop.
+        `train_step(images, labels, stop_vote) -> StepOutput`, to be called in
+        cross-replica context inside a `tf.function`; `stop_vote` is this
+        process's int32 vote (1 after SIGTERM/SIGINT).
     """
-    parameters = model.parameters()
-    kernels = model.kernels()
-    use_dropout = model.dropout > 0.0
-    scaling = loss_scale is not None and loss_scale.enabled
+    strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
+    model, loss_scale = state.model, state.loss_scale
+    parameters, kernels = model.parameters(), model.kernels()
+    use_dropout = model.dropout > 0.0
+    no_seed = tf.zeros([2], tf.int64)
 
     def replica_step(images, labels, dropout_seed, augment_seed, stop_vote):
-        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group,
-                          tf.int64)
-        # Different masks and warps on each replica's examples.
-        offset = tf.stack([replica, tf.constant(0, tf.int64)])
+        if replicas > 1:  # Different masks and warps on each replica's examples.
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            offset = tf.stack([tf.cast(replica, tf.int64), tf.constant(0, tf.int64)])
+            dropout_seed, augment_seed = dropout_seed + offset, augment_seed + offset
         if augment is not None:
-            images = augment(images, augment_seed + offset)
+            with tf.name_scope("augment"):
+                images = augment(images, augment_seed)
         with tf.GradientTape() as tape:
-            logits = model(images, training=True,
-                           seed=dropout_seed + offset if use_dropout else None)
-            per_example = losses.cross_entropy(logits, labels)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
-            if weight_decay:
-                # Once in the sum over replicas.
-                loss += weight_decay * losses.l2_penalty(kernels) / replicas
-            scaled_loss = loss_scale.scale_loss(loss) if scaling else loss
+            with tf.name_scope("forward"):
+                logits = model(images, training=True, seed=dropout_seed if use_dropout else None)
+            with tf.name_scope("loss"):
+                loss, per_example = losses.total_loss(logits, labels, kernels, weight_decay,
+                                                      global_batch_size, replicas)
+                scaled_loss = loss_scale.scale_loss(loss)
+        # float32 gradients whatever the compute dtype: the variables are float32.
         gradients = tape.gradient(scaled_loss, parameters)
         correct = tf.reduce_sum(tf.cast(
             tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.int64))
         # tf.identity: a per-replica value, so the SUM below spans every process.
         return gradients, loss, tf.reduce_sum(per_example), correct, tf.identity(stop_vote)
 
-    def train_step(iterator, stop_vote):
-        images, labels = next(iterator)
-        # The same draws, in the same order, as the single-device step.
-        no_seed = tf.zeros([2], tf.int64)
-        dropout_seed = rng.make_seeds(1)[:, 0] if use_dropout else no_seed
-        augment_seed = rng.make_seeds(1)[:, 0] if augment is not None else no_seed
-        gradients, loss, loss_sum, correct, stop_votes = strategy.run(
+    def total(value):
+        if replicas == 1:
+            return value  # One replica in all: its value is already the total.
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+
+    def train_step(images, labels, stop_vote):
+        # The name scopes fold the graph into these blocks in TensorBoard's Graphs tab.
+        # Seeds are drawn outside the tape, once per step in cross-replica
+        # context: dropout's first, then augmentation's, so runs without
+        # augmentation draw exactly what they drew before it existed.
+        with tf.name_scope("seeds"):
+            dropout_seed = state.rng.make_seeds(1)[:, 0] if use_dropout else no_seed
+            augment_seed = state.rng.make_seeds(1)[:, 0] if augment is not None else no_seed
+        gradients, loss, loss_sum, correct, votes = strategy.run(
             replica_step, args=(images, labels, dropout_seed, augment_seed, stop_vote))
+        gradients, loss = [total(g) for g in gradients], total(loss)
+        gradients, diverged = _apply(state, schedule, parameters, gradients, loss, nan_policy)
+        with tf.name_scope("metrics"):
+            metrics.add(total(loss_sum), total(correct), global_batch_size)
+        # Any worker asked to stop makes every worker stop after this same
+        # step; one stopping alone would leave the others waiting forever in
+        # their next all-reduce.
+        return StepOutput(loss, gradients, diverged, total(votes) > 0)
 
-        def total(value):
-            if replicas == 1:
-                return value  # One replica in all: its value is already the total.
-            return strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+    return train_step
 
-        gradients = [total(g) for g in gradients]
-        loss = total(loss)
-        gradients = _apply(optimizer, schedule, parameters, gradients, loss_scale)
-        metrics.add(total(loss_sum), total(correct), global_batch_size)
-        # Any worker asked to stop (SIGTERM) makes every worker stop after this
-        # same step; one stopping alone would leave the others waiting forever
-        # in their next all-reduce.
-        return loss, gradients, total(stop_votes) > 0
 
-    return tf.function(train_step, autograph=False)
+def _apply(state, schedule, parameters, gradients, loss, nan_policy):
+    """Unscales, guards and applies the gradients; returns (gradients, diverged).
+
+    With float16 loss scaling or `--nan_policy=skip_step`, a step whose loss
+    or gradients are not all finite is skipped (weights, slots and Adam's
+    step untouched) and counted; under loss scaling that is the normal
+    overflow case and the scale halves. Under `stop` such a step is
+    reported as diverged and the run ends at once with nothing saved after
+    it, so its update needs no `tf.cond` (which would cost the fast path
+    fusion); a non-finite loss is divergence under `stop` whatever the
+    precision.
+    """
+    loss_scale, optimizer = state.loss_scale, state.optimizer
+    gradients = loss_scale.unscale(gradients)
+    skips = loss_scale.enabled or loss_scale.skip_nonfinite
+    with tf.name_scope("guard"):
+        finite = all_finite(loss, gradients)
+        loss_scale.update(finite)
+        if nan_policy != "stop":
+            diverged = tf.constant(False)
+        elif loss_scale.enabled:  # Overflowing gradients are loss scaling's business.
+            diverged = tf.logical_not(tf.reduce_all(tf.math.is_finite(loss)))
+        else:
+            diverged = tf.logical_not(finite)
+
+    def apply():
+        optimizer.apply(gradients, parameters, schedule(optimizer.step))
+        return tf.constant(True)
+
+    with tf.name_scope("adam"):
+        if skips:
+            tf.cond(finite, apply, lambda: tf.constant(False))
+        else:
+            apply()
+    return gradients, diverged
 
 
 def make_eval_step(

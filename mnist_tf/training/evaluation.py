@@ -1,0 +1,99 @@
+"""Evaluation passes over a split: metrics, confusion matrix and misclassified digits."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from mnist_tf import analysis, images
+from mnist_tf.constants import NUM_CLASSES, NUM_PIXELS
+from mnist_tf.data import pipeline
+from mnist_tf.training.steps import Metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """One pass of the eval step over a split.
+
+    Attributes:
+        metrics: {"loss", "accuracy", "count"}.
+        confusion: int64 [10, 10] confusion matrix (rows true, columns
+            predicted), or None if not requested.
+        mistakes: (images float32 [K, 784], labels [K], predicted [K]) of the
+            first K misclassified examples in split order, or None if not
+            requested.
+    """
+
+    metrics: dict[str, float]
+    confusion: np.ndarray | None = None
+    mistakes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+
+def evaluate(
+    eval_step,
+    metrics: Metrics,
+    examples: tf.data.Dataset,
+    batch_size: int,
+    max_mistakes: int | None = None,
+) -> Evaluation:
+    """Runs `eval_step` over all of `examples`.
+
+    Args:
+        eval_step: from `make_eval_step`, bound to `metrics`.
+        metrics: reset here, then read once at the end.
+        examples: unbatched (image, label) examples.
+        batch_size: the eval step's static batch size.
+        max_mistakes: if not None, also builds the confusion matrix and keeps
+            up to this many misclassified examples, from the same pass. That
+            reads each batch's predictions back to the host, so only the split
+            that gets images asks for it.
+
+    Returns:
+        The `Evaluation`.
+    """
+    metrics.reset()
+    analyse = max_mistakes is not None
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    wrong_images, wrong_labels, wrong_predicted = [], [], []
+    kept = 0
+    for batch_images, labels, mask in pipeline.eval_batches(examples, batch_size):
+        predicted = eval_step(batch_images, labels, mask)
+        if not analyse:
+            continue
+        real = mask.numpy()  # Drops the padding rows of the last batch.
+        true, guess = labels.numpy()[real], predicted.numpy()[real]
+        confusion += analysis.confusion_matrix(true, guess)
+        wrong = np.flatnonzero(true != guess)[:max_mistakes - kept]
+        if len(wrong):
+            wrong_images.append(batch_images.numpy()[real][wrong])
+            wrong_labels.append(true[wrong])
+            wrong_predicted.append(guess[wrong])
+            kept += len(wrong)
+    if not analyse:
+        return Evaluation(metrics.result())
+    mistakes = (
+        np.concatenate(wrong_images) if wrong_images else np.zeros((0, NUM_PIXELS),
+                                                                   np.float32),
+        np.concatenate(wrong_labels) if wrong_labels else np.zeros((0,), np.int32),
+        np.concatenate(wrong_predicted) if wrong_predicted else np.zeros((0,), np.int32),
+    )
+    return Evaluation(metrics.result(), confusion, mistakes)
+
+
+def evaluation_images(evaluation: Evaluation) -> dict[str, np.ndarray]:
+    """Draws an analysed `Evaluation` for TensorBoard.
+
+    Returns:
+        tag -> uint8 [H, W, 3]: "confusion_matrix" always, and
+        "misclassified" (digits captioned "pred P true T") when there are
+        mistakes.
+    """
+    pictures = {"confusion_matrix": images.confusion_matrix_image(evaluation.confusion)}
+    wrong_images, labels, predicted = evaluation.mistakes
+    if len(labels):
+        captions = [f"pred {p} true {t}" for p, t in zip(predicted, labels)]
+        pictures["misclassified"] = images.digit_grid(
+            wrong_images, captions, highlight=[True] * len(labels))
+    return pictures

@@ -1,0 +1,151 @@
+"""Runners: the ways the one train-step body is traced and fed with batches.
+
+* `BatchRunner`: tf.data batches, one step per traced call.
+* `DeviceLoopRunner`: the training split held as tensors; several steps per
+  traced call in a `tf.while_loop` (the fast path, XLA-compilable).
+* `DistributedRunner`: a `tf.distribute` strategy's distributed dataset, one
+  step per call through `strategy.run`.
+
+Each epoch's order is `pipeline.epoch_order(n, seed, epoch)`, so every runner
+trains on the same batches in the same order, and a resumed run picks up the
+data order where its checkpoint left it. Each call returns the last step's
+loss and gradients, the index (within the call) of the first step that
+diverged (-1: none), and the stop vote.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from mnist_tf.constants import NUM_PIXELS
+from mnist_tf.data import pipeline
+from mnist_tf.training.steps import StepOutput
+
+
+def _first_diverged(output: StepOutput) -> tf.Tensor:
+    return tf.where(output.diverged, 0, -1)
+
+
+class BatchRunner:
+    """One traced step per call, fed by the tf.data pipeline.
+
+    Attributes:
+        train_fn: the traced step; its fixed input signature means one trace.
+    """
+
+    def __init__(self, train_step, train: pipeline.Examples, batch_size: int, seed: int,
+                 jit_compile: bool = False):
+        self._train, self._batch_size, self._seed = train, batch_size, seed
+        self._batches = None
+
+        def step(images, labels, stop_vote):
+            output = train_step(images, labels, stop_vote)
+            return output.loss, output.gradients, _first_diverged(output), output.stop
+
+        signature = [tf.TensorSpec([batch_size, NUM_PIXELS], tf.float32, name="images"),
+                     tf.TensorSpec([batch_size], tf.int32, name="labels"),
+                     tf.TensorSpec([], tf.int32, name="stop_vote")]
+        self.train_fn = tf.function(step, input_signature=signature, jit_compile=jit_compile,
+                                    autograph=False)
+
+    def start_epoch(self, epoch: int, offset: int) -> None:
+        """Starts epoch `epoch`'s batches, skipping the `offset` already trained."""
+        self._batches = iter(pipeline.train_batches(self._train, self._batch_size, self._seed,
+                                                    epoch, skip_batches=offset))
+
+    def __call__(self, first: int, count: int, stop_vote: int):
+        """Runs `count` (here always 1) steps; returns (loss, gradients, diverged_at, stop)."""
+        del first, count  # One step per call; the iterator knows its position.
+        images, labels = next(self._batches)
+        return self.train_fn(images, labels, tf.constant(stop_vote, tf.int32))
+
+    def graph(self) -> tf.Graph:
+        """The step's graph, for TensorBoard (the one trace the first call would do)."""
+        return self.train_fn.get_concrete_function().graph
+
+
+class DeviceLoopRunner:
+    """Several steps per traced call over the training split held as tensors.
+
+    Python and dispatch overhead is paid once per call instead of once per
+    step, and with `jit_compile` XLA compiles the whole loop.
+    """
+
+    def __init__(self, train_step, train: pipeline.Examples, batch_size: int, seed: int,
+                 zero_gradients: list[tf.Tensor], jit_compile: bool = False):
+        self._num_train, self._batch_size, self._seed = len(train), batch_size, seed
+        self._order = None
+        images, labels = train.images, train.labels
+        positions = tf.range(batch_size, dtype=tf.int32)
+
+        def train_loop(order, first_batch, count, stop_vote):
+            def body(i, loss, gradients, diverged_at, stop):
+                # A gather, not tf.slice: XLA treats a slice's start as a
+                # compile-time constant and would recompile for every call.
+                index = tf.gather(order, (first_batch + i) * batch_size + positions)
+                output = train_step(tf.gather(images, index), tf.gather(labels, index),
+                                    stop_vote)
+                diverged_at = tf.where((diverged_at < 0) & output.diverged, i, diverged_at)
+                return i + 1, output.loss, output.gradients, diverged_at, output.stop
+
+            # A while loop on a tensor `count`: `tf.range(count)` would make
+            # XLA want `count` as a compile-time constant.
+            _, loss, gradients, diverged_at, stop = tf.while_loop(
+                lambda i, *_: i < count, body,
+                (tf.constant(0, tf.int32), tf.constant(0.0), zero_gradients,
+                 tf.constant(-1, tf.int32), tf.constant(False)))
+            return loss, gradients, diverged_at, stop
+
+        signature = [tf.TensorSpec([self._num_train], tf.int32, name="order"),
+                     tf.TensorSpec([], tf.int32, name="first_batch"),
+                     tf.TensorSpec([], tf.int32, name="count"),
+                     tf.TensorSpec([], tf.int32, name="stop_vote")]
+        self.train_fn = tf.function(train_loop, input_signature=signature,
+                                    jit_compile=jit_compile, autograph=False)
+
+    def start_epoch(self, epoch: int, offset: int) -> None:
+        """Builds epoch `epoch`'s order (the caller passes the in-epoch batch to each call)."""
+        del offset
+        self._order = pipeline.epoch_order(self._num_train, self._seed, epoch)
+
+    def __call__(self, first: int, count: int, stop_vote: int):
+        """Runs `count` steps from the epoch's batch `first` (an in-epoch index)."""
+        return self.train_fn(self._order, tf.constant(first, tf.int32),
+                             tf.constant(count, tf.int32), tf.constant(stop_vote, tf.int32))
+
+    def graph(self) -> tf.Graph:
+        """The loop's graph, for TensorBoard."""
+        return self.train_fn.get_concrete_function().graph
+
+
+class DistributedRunner:
+    """One step per call under a `tf.distribute` strategy (`strategy.run` in the body)."""
+
+    def __init__(self, train_step, strategy: tf.distribute.Strategy, train: pipeline.Examples,
+                 batch_size: int, seed: int):
+        self._strategy, self._train = strategy, train
+        self._batch_size, self._seed = batch_size, seed
+        self._batches = None
+
+        def step(iterator, stop_vote):
+            images, labels = next(iterator)
+            output = train_step(images, labels, stop_vote)
+            return output.loss, output.gradients, _first_diverged(output), output.stop
+
+        self.train_fn = tf.function(step, autograph=False)
+
+    def start_epoch(self, epoch: int, offset: int) -> None:
+        """Starts epoch `epoch`'s global batches, split over the replicas."""
+        batches = pipeline.train_batches(self._train, self._batch_size, self._seed, epoch,
+                                         skip_batches=offset)
+        self._batches = iter(self._strategy.experimental_distribute_dataset(
+            pipeline.for_distribution(batches)))
+
+    def __call__(self, first: int, count: int, stop_vote: int):
+        """Runs one step; every process passes its stop vote into the all-reduce."""
+        del first, count
+        return self.train_fn(self._batches, tf.constant(stop_vote, tf.int32))
+
+    def graph(self) -> None:
+        """Not drawn: the step takes an iterator."""
+        return None
