@@ -1,0 +1,213 @@
+"""README.md matches the code: code map, commands, configs, results.json keys, contents.
+
+Each check is a function from the README's text to the problems it finds, so the
+tests can show it on the real README (no problems) and on a doctored one (the
+problem is found). The flag table is checked in tests/test_config.py, the
+"From Python" snippet in tests/test_api.py.
+"""
+
+import ast
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "mnist_tf"
+README = (REPO / "README.md").read_text()
+
+
+def without_code_blocks(text: str) -> str:
+    """The text with its fenced code blocks blanked out (a `## ` inside one is no heading)."""
+    return re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+
+
+def section(text: str, heading: str) -> str:
+    """The body of the `## heading` section, up to the next `## ` heading."""
+    start = text.index(f"\n## {heading}\n") + len(heading) + 5
+    end = text.find("\n## ", start)
+    return text[start:] if end < 0 else text[start:end]
+
+
+def first_column(table_text: str) -> list[str]:
+    """The backticked names in the first cell of each table row, in order."""
+    names = []
+    for line in table_text.splitlines():
+        match = re.match(r"\| (`[^|]*`) \|", line)
+        if match:
+            names += re.findall(r"`([^`]+)`", match.group(1))
+    return names
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+# ----------------------------------------------------------------------------
+# (a) The code map lists every module under mnist_tf/, by path, and no other.
+
+
+def modules() -> set[str]:
+    return {path.relative_to(REPO).as_posix() for path in PACKAGE.rglob("*.py")}
+
+
+def code_map_problems(text: str) -> list[str]:
+    listed = first_column(section(text, "Code map"))
+    problems = [f"listed twice: {name}" for name in sorted(set(listed))
+                if listed.count(name) > 1]
+    problems += [f"not in the code map: {name}" for name in sorted(modules() - set(listed))]
+    problems += [f"no such module: {name}" for name in sorted(set(listed) - modules())]
+    return problems
+
+
+def test_code_map_lists_every_module_and_no_other():
+    assert len(modules()) > 30  # The walk found the package.
+    assert code_map_problems(README) == []
+
+
+def test_code_map_check_finds_a_missing_and_an_unknown_module():
+    doctored = README.replace("| `mnist_tf/training/runners.py` |", "| `mnist_tf/runners.py` |")
+    assert doctored != README
+    assert code_map_problems(doctored) == ["not in the code map: mnist_tf/training/runners.py",
+                                           "no such module: mnist_tf/runners.py"]
+
+
+# ----------------------------------------------------------------------------
+# (b) Every `python -m mnist_tf.X` is a real module with a `main`.
+
+
+def has_main(module: str) -> bool:
+    path = REPO.joinpath(*module.split("."))
+    path = path / "__main__.py" if path.is_dir() else path.with_suffix(".py")
+    if not path.is_file():
+        return False
+    tree = ast.parse(path.read_text())
+    return any(isinstance(node, ast.FunctionDef) and node.name == "main" for node in tree.body)
+
+
+def command_problems(text: str) -> list[str]:
+    commands = set(re.findall(r"python -m (mnist_tf(?:\.\w+)+)", text))
+    return [f"python -m {name}: no such module with a main()" for name in sorted(commands)
+            if not has_main(name)]
+
+
+def test_every_python_m_command_is_a_module_with_a_main():
+    commands = set(re.findall(r"python -m (mnist_tf(?:\.\w+)+)", README))
+    assert {"mnist_tf.train", "mnist_tf.evaluate", "mnist_tf.predict", "mnist_tf.export",
+            "mnist_tf.plot"} <= commands
+    assert command_problems(README) == []
+
+
+def test_command_check_finds_a_module_without_main():
+    assert has_main("mnist_tf.train") and not has_main("mnist_tf.config")
+    doctored = README + "\n`python -m mnist_tf.config` and `python -m mnist_tf.nosuch`\n"
+    assert command_problems(doctored) == ["python -m mnist_tf.config: no such module with a main()",
+                                          "python -m mnist_tf.nosuch: no such module with a main()"]
+
+
+# ----------------------------------------------------------------------------
+# (c) Every config mentioned exists, and every config in configs/ is mentioned.
+
+
+def config_problems(text: str) -> list[str]:
+    # `configs/NAME.cfg`, or NAME.cfg alone (as in the Configs table); the
+    # repository's own setup.cfg is no training config.
+    mentioned = {name for name in re.findall(r"([\w-]+\.cfg)\b", text)
+                 if not (REPO / name).is_file()}
+    present = {path.name for path in (REPO / "configs").glob("*.cfg")}
+    return ([f"mentioned but not in configs/: {name}" for name in sorted(mentioned - present)]
+            + [f"configs/{name} is not mentioned" for name in sorted(present - mentioned)])
+
+
+def test_configs_mentioned_are_the_configs_that_exist():
+    assert len(list((REPO / "configs").glob("*.cfg"))) >= 3
+    assert config_problems(README) == []
+    configs_table = first_column(README.split("\n### Configs\n", 1)[1].strip().split("\n\n")[0])
+    assert set(configs_table) == {path.name for path in (REPO / "configs").glob("*.cfg")}
+
+
+def test_config_check_finds_a_missing_and_an_unmentioned_config():
+    doctored = README.replace("seed_004.cfg", "seed_005.cfg")
+    assert config_problems(doctored) == ["mentioned but not in configs/: seed_005.cfg",
+                                         "configs/seed_004.cfg is not mentioned"]
+
+
+# ----------------------------------------------------------------------------
+# (d) The results.json table holds exactly the keys trainer._results writes.
+
+
+def results_keys() -> list[str]:
+    """The keys of the dict literal `mnist_tf/training/trainer.py:_results` returns."""
+    tree = ast.parse((PACKAGE / "training" / "trainer.py").read_text())
+    function = next(node for node in tree.body
+                    if isinstance(node, ast.FunctionDef) and node.name == "_results")
+    returned = [node.value for node in ast.walk(function) if isinstance(node, ast.Return)]
+    assert len(returned) == 1 and isinstance(returned[0], ast.Dict)
+    return [key.value for key in returned[0].keys]
+
+
+def results_table_problems(text: str) -> list[str]:
+    body = section(text, "What a run writes").split("\n### results.json\n", 1)[1]
+    listed = first_column(body)
+    problems = [f"listed twice: {key}" for key in sorted(set(listed)) if listed.count(key) > 1]
+    problems += [f"not in the README's table: {key}"
+                 for key in results_keys() if key not in listed]
+    problems += [f"not in results.json: {key}" for key in listed if key not in results_keys()]
+    return problems
+
+
+def test_results_table_matches_the_results_dict():
+    assert "test_accuracy" in results_keys() and "flags" in results_keys()
+    assert results_table_problems(README) == []
+
+
+def test_results_table_check_finds_a_missing_and_an_unknown_key():
+    doctored = README.replace("| `num_parameters` |", "| `num_params` |")
+    assert results_table_problems(doctored) == ["not in the README's table: num_parameters",
+                                                 "not in results.json: num_params"]
+
+
+# ----------------------------------------------------------------------------
+# (e) The contents list links every `##` section, in order, by its anchor.
+# (f) Every in-page link points at a heading.
+
+
+def headings(text: str, level: str = "##") -> list[str]:
+    return re.findall(rf"^{level} (.+)$", without_code_blocks(text), flags=re.M)
+
+
+def contents_problems(text: str) -> list[str]:
+    contents = text.split("\n**Contents**\n", 1)[1].split("\n## ", 1)[0]
+    entries = re.findall(r"^- \[(.+)\]\(#([^)]+)\)$", contents, flags=re.M)
+    problems = [f"link to {title!r} is #{anchor}, not #{slug(title)}"
+                for title, anchor in entries if anchor != slug(title)]
+    titles, sections = [title for title, _ in entries], headings(text)
+    problems += [f"section not in the contents: {h}" for h in sections if h not in titles]
+    problems += [f"not a section: {t}" for t in titles if t not in sections]
+    if not problems and titles != sections:
+        problems.append("the contents list is not in the sections' order")
+    return problems
+
+
+def anchor_problems(text: str) -> list[str]:
+    anchors = {slug(h) for h in headings(text, "#{1,6}")}
+    links = re.findall(r"\]\(#([^)]+)\)", without_code_blocks(text))
+    return [f"no heading for #{link}" for link in sorted(set(links)) if link not in anchors]
+
+
+def test_contents_list_links_every_section_in_order():
+    assert len(headings(README)) > 10
+    assert contents_problems(README) == []
+
+
+def test_contents_check_finds_a_missing_section_and_a_wrong_order():
+    doctored = README.replace("- [Plot](#plot)\n", "")
+    assert contents_problems(doctored) == ["section not in the contents: Plot"]
+    swapped = README.replace("- [Evaluate](#evaluate)\n- [Predict](#predict)\n",
+                             "- [Predict](#predict)\n- [Evaluate](#evaluate)\n")
+    assert contents_problems(swapped) == ["the contents list is not in the sections' order"]
+
+
+def test_every_in_page_link_has_a_heading():
+    assert slug("Devices, precision and distribution") == "devices-precision-and-distribution"
+    assert anchor_problems(README) == []
+    assert anchor_problems(README + "\nSee [nowhere](#nowhere).\n") == ["no heading for #nowhere"]
