@@ -287,11 +287,11 @@ class TrainConfig:
         1, "With --distribution=mirrored and no GPU: split the CPU into this many logical "
         "devices (replicas), e.g. to try mirrored training on a laptop.",
         on_resume=FREE, bound="positive")
-    # What happens after a non-finite loss; the steps before it are the same.
+    # What happens after a non-finite step; the steps before it are the same.
     nan_policy: str = setting(
-        "stop", f"{' | '.join(NAN_POLICIES)}: what a non-finite loss does. stop: end the run "
-        "with an error naming the step, keeping the last good checkpoint; skip_step: skip "
-        "updates whose gradients are not finite (counted in results.json and TensorBoard) "
+        "stop", f"{' | '.join(NAN_POLICIES)}: what a step whose loss or gradients are not "
+        "finite does. stop: end the run with an error naming the step, keeping the last good "
+        "checkpoint; skip_step: skip such updates (counted in results.json and TensorBoard) "
         "and go on.", on_resume=FREE, choices=NAN_POLICIES)
 
     def __post_init__(self):

@@ -8,6 +8,28 @@ import os
 import tempfile
 from collections.abc import Iterator
 
+from mnist_tf.errors import UserError
+
+
+def make_directory(path: str, flag: str) -> str:
+    """Creates directory `path` (and its parents) if needed; returns its absolute path.
+
+    Args:
+        path: the directory.
+        flag: the flag that named it, for the one-line error.
+
+    Raises:
+        UserError: naming `flag`, if `path` is a file or cannot be created.
+    """
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag}: {path} is a file, not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{flag}: cannot create {path}: {e.strerror}") from None
+    return path
+
 
 def _umask() -> int:
     mask = os.umask(0)

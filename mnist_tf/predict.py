@@ -25,7 +25,7 @@ from typing import TextIO
 import numpy as np
 from absl import flags, logging
 
-from mnist_tf import cli  # cli sets TF's log level before TF loads.
+from mnist_tf import cli, files  # cli sets TF's log level before TF loads.
 from mnist_tf.data import preprocess
 from mnist_tf.errors import DataError, UserError
 
@@ -236,13 +236,6 @@ def check_inputs(paths: list[str], test_index: int | None) -> None:
         raise UserError(f"--test_index: must be >= 0, got {test_index}")
 
 
-def _prepare_output_dir(path: str) -> None:
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f"--preprocessed_dir: {path} is a file, not a directory")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--preprocessed_dir: cannot create {path}: {e.strerror}") from None
 
 
 def run(
@@ -282,7 +275,7 @@ def run(
     err = err or sys.stderr
     check_inputs(paths, test_index)
     if preprocessed_dir:
-        _prepare_output_dir(preprocessed_dir)
+        files.make_directory(preprocessed_dir, "--preprocessed_dir")
 
     from mnist_tf import images, inference
     from mnist_tf.data import sources

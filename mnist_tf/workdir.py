@@ -39,13 +39,7 @@ def prepare(workdir: str) -> str:
     Raises:
         UserError: naming --workdir if it cannot be used.
     """
-    workdir = os.path.abspath(workdir)
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise UserError(f"--workdir: {workdir} is a file, not a directory")
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--workdir: cannot create {workdir}: {e.strerror}") from None
+    workdir = files.make_directory(workdir, "--workdir")
     if not os.access(workdir, os.W_OK | os.X_OK):
         raise UserError(f"--workdir: {workdir} is not writable; choose another --workdir")
     return workdir

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import assert_usage_error, run_module, synthetic_digits
+from test_trainer import scalar_tags
 
 from mnist_tf.config import TrainConfig
 from mnist_tf.data import pipeline
@@ -169,6 +170,8 @@ def test_a_nan_gradient_with_a_finite_loss_stops_the_run(tmp_path, poisoned_grad
     assert step == int(np.flatnonzero(order == 100)[0]) // 32 + 1
     # Every progress line before it had a finite loss: the loss alone would not have told.
     assert all("loss nan" not in line for line in lines)
+    # The summary writers are closed on the way out: the train curve so far is on disk.
+    assert "loss" in scalar_tags(tmp_path / "summaries" / "train")
     saved = sorted(int(name.split("-")[1].split(".")[0])
                    for name in checkpoint_files(tmp_path) if name.endswith(".index"))
     assert all(s < step for s in saved)
