@@ -13,7 +13,7 @@ from mnist_tf.config import TrainConfig
 from mnist_tf.constants import NUM_PIXELS
 from mnist_tf.errors import CheckpointError
 from mnist_tf.model.mlp import MLP
-from mnist_tf.training.checkpoints import CHECKPOINT_SUBDIR
+from mnist_tf.workdir import CHECKPOINT_SUBDIR
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,6 +28,7 @@ from mnist_tf.errors import UserError
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 LOCK_FILE = "train.lock"
+CHECKPOINT_SUBDIR = "checkpoints"  # tf.train.CheckpointManager's directory.
 
 
 def prepare(workdir: str) -> str:
@@ -124,15 +125,15 @@ def check_resume(workdir: str, config: TrainConfig) -> None:
     Every setting declared FIXED must match the recorded one; so must the run's
     length (the RUN_LENGTH settings --epochs and --train_steps) under
     --lr_schedule=cosine, whose decay it sets. FREE settings may change. A workdir without
-    config.json is a fresh run: nothing to check.
+    config.json or without a checkpoint has trained nothing yet: nothing to check.
 
     Raises:
         ConfigError: naming the flag, both values and the fix, on one line.
         UserError: if config.json is unreadable or invalid.
     """
     path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
-        return
+    if not (os.path.exists(path) and has_checkpoint(workdir)):
+        return  # Nothing trained yet (e.g. a run that diverged before its first save).
     recorded = read_config(workdir)
     for name, declared in settings().items():
         if declared.on_resume == FIXED and getattr(config, name) != getattr(recorded, name):
@@ -143,6 +144,11 @@ def check_resume(workdir: str, config: TrainConfig) -> None:
         raise _contradiction(name, config, recorded, path,
                              "under --lr_schedule=cosine the run's length sets the decay, so "
                              "another length would re-shape the steps still to come")
+
+
+def has_checkpoint(workdir: str) -> bool:
+    """Whether `workdir` holds a saved checkpoint (the manager's state file lists one)."""
+    return os.path.isfile(os.path.join(workdir, CHECKPOINT_SUBDIR, "checkpoint"))
 
 
 def _length(config: TrainConfig) -> tuple[str, int]:

@@ -41,8 +41,10 @@ def names(on_resume):
 
 
 def recorded(tmp_path, **values):
-    """A workdir whose config.json records TrainConfig(**values)."""
+    """A workdir that trained TrainConfig(**values): its config.json and a checkpoint."""
     workdir.write_config(str(tmp_path), TrainConfig(**values))
+    (tmp_path / "checkpoints").mkdir(exist_ok=True)
+    (tmp_path / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-5"\n')
     return str(tmp_path)
 
 
@@ -97,6 +99,16 @@ def test_a_fresh_workdir_has_nothing_to_check(tmp_path):
     workdir.check_resume(str(tmp_path), TrainConfig(batch_size=7))
 
 
+def test_a_workdir_that_saved_no_checkpoint_may_change_anything(tmp_path):
+    # E.g. a run that diverged before its first checkpoint: nothing was
+    # trained, so a lower learning rate is a new start, not a contradiction.
+    workdir.write_config(str(tmp_path), TrainConfig(learning_rate=1.0))
+    workdir.check_resume(str(tmp_path), TrainConfig(learning_rate=1e-3))
+    with pytest.raises(ConfigError, match="--learning_rate"):
+        workdir.check_resume(recorded(tmp_path, learning_rate=1.0),
+                             TrainConfig(learning_rate=1e-3))
+
+
 @pytest.mark.parametrize("before, now", [
     (dict(epochs=10), dict(epochs=20)),
     (dict(epochs=10), dict(epochs=3)),
@@ -149,6 +161,7 @@ def test_read_config_ignores_unknown_keys_and_defaults_missing_ones(tmp_path):
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"batch_size": -5}',
                                   '{"hidden_sizes": 7}', '{"batch_size": "many"}'])
 def test_an_unreadable_config_json_is_a_one_line_user_error(tmp_path, text):
+    recorded(tmp_path)
     (tmp_path / "config.json").write_text(text)
     for read in (workdir.read_config, lambda w: workdir.check_resume(w, TrainConfig())):
         with pytest.raises(UserError) as info:

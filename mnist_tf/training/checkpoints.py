@@ -7,8 +7,7 @@ import os
 import tensorflow as tf
 
 from mnist_tf.errors import CheckpointError
-
-CHECKPOINT_SUBDIR = "checkpoints"
+from mnist_tf.workdir import CHECKPOINT_SUBDIR
 
 
 def make_manager(

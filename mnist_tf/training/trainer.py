@@ -170,9 +170,9 @@ def _check_diverged(run: Run, first: int) -> None:
     step = first + diverged_at + 1
     raise TrainingDiverged(
         f"the training loss or its gradients are not finite at step {step} (the run "
-        "diverged: lower --learning_rate, or --nan_policy=skip_step to skip such steps); "
-        "nothing was saved after it, the last good checkpoint "
-        f"{run.manager.latest_checkpoint} is kept")
+        "diverged: train afresh in another --workdir with a lower --learning_rate, or resume "
+        "with --nan_policy=skip_step to skip such steps); nothing was saved after it, the "
+        f"last good checkpoint {run.manager.latest_checkpoint} is kept")
 
 
 def next_stop(step: int, epoch_end: int, steps_per_call: int,
