@@ -6,10 +6,36 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
 import numpy as np
+
+
+def cpu() -> dict:
+    """The CPU's model name and whether it has AVX2 and AVX-512F (`lscpu`, else /proc/cpuinfo).
+
+    The vector width decides which kernels TensorFlow and XLA pick, so figures
+    from CPUs with and without AVX-512 are not comparable.
+    """
+    fields = {}
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    except (OSError, subprocess.CalledProcessError):
+        try:
+            with open("/proc/cpuinfo") as f:  # Same keys, lower case: "model name", "flags".
+                fields = {key.strip().capitalize(): value for key, value in
+                          (line.split(":", 1) for line in f if ":" in line)}
+        except OSError:
+            pass
+    flags = set(fields.get("Flags", "").split())
+    return {
+        "cpu_model": fields.get("Model name", "").strip() or platform.processor() or "unknown",
+        "avx2": "avx2" in flags,
+        "avx512f": "avx512f" in flags,
+    }
 
 
 def machine() -> dict:
@@ -21,14 +47,39 @@ def machine() -> dict:
         "device": "GPU: " + ", ".join(g.name for g in gpus) if gpus else "CPU",
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        **cpu(),
         "tensorflow": tf.__version__,
         "python": sys.version.split()[0],
     }
 
 
+def describe_cpu(machine: dict) -> str:
+    """One header line: model, cores, AVX2/AVX-512F, TensorFlow."""
+    def yes_no(flag):
+        return "yes" if machine[flag] else "no"
+
+    return (f"{machine['cpu_model']} ({machine['cpu_count']} cores); avx2 {yes_no('avx2')}, "
+            f"avx512f {yes_no('avx512f')}; TensorFlow {machine['tensorflow']}")
+
+
 def median_rate(work: float, seconds: list[float]) -> float:
     """Median of work/seconds over repeats (per-repeat rates, then the median)."""
     return statistics.median(work / s for s in seconds)
+
+
+def seconds_per_call(call, repeats: int) -> list[float]:
+    """Seconds of each of `repeats` calls of `call`, after one untimed call (trace, warm-up).
+
+    `call` returns a tensor; its `.numpy()` is the synchronisation point
+    before the clock is read (a GPU runs asynchronously).
+    """
+    call().numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call().numpy()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def matmul_gflops(
@@ -53,20 +104,14 @@ def matmul_gflops(
             x = tf.matmul(x, b)
         return tf.reduce_sum(x)
 
-    chain(a).numpy()  # Trace and warm up.
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        chain(a).numpy()
-        times.append(time.perf_counter() - start)
-    return median_rate(2.0 * n**3 * inner, times) / 1e9
+    return median_rate(2.0 * n**3 * inner, seconds_per_call(lambda: chain(a), repeats)) / 1e9
 
 
 def mnist_arrays(data_dir: str | None = None):
-    """Real MNIST train images (float32 [N, 784] in [0, 1]) and labels, if prepared.
+    """Real MNIST train images (uint8 [N, 28, 28, 1], as decoded) and int32 labels, if prepared.
 
     Falls back to random data of the same shape (throughput does not depend on
-    the values) and says so.
+    the values) and says so: returns (images, labels, "mnist" or "random").
     """
     from mnist_tf.data import pipeline, sources
 
@@ -76,11 +121,35 @@ def mnist_arrays(data_dir: str | None = None):
 
         # The trainer's decoded-PNG cache (decoded once, then read back).
         images, labels = pipeline.decoded_arrays(tfds.builder("mnist", data_dir=data_dir))["train"]
-        return (images.reshape(-1, 784).astype(np.float32) / 255.0, labels.astype(np.int32),
-                "mnist")
+        return images, labels.astype(np.int32), "mnist"
     rng = np.random.default_rng(0)
-    return (rng.random((60000, 784), dtype=np.float32),
+    return (rng.integers(0, 256, (60000, 28, 28, 1), dtype=np.uint8),
             rng.integers(0, 10, 60000).astype(np.int32), "random")
+
+
+def attempt(spawned: float, exited: float, reached: float | None) -> dict:
+    """One time-to-target run: the seconds to the target, or, if it was missed, the whole run.
+
+    A run that misses the target is a failure, not a gap: it is counted at
+    its full length (process start to exit), so a recipe that fails often
+    cannot look fast by dropping its failures.
+
+    Args:
+        spawned: unix time the process was started.
+        exited: unix time it had exited.
+        reached: unix time the target was first reached, or None (missed).
+
+    Returns:
+        {"reached": bool, "seconds": float}.
+    """
+    end = exited if reached is None else reached
+    return {"reached": reached is not None, "seconds": round(end - spawned, 3)}
+
+
+def summarize_attempts(runs: list[dict]) -> dict:
+    """Median seconds over all runs (failures at their whole-run time) and the failure count."""
+    return {"median_seconds": round(statistics.median(r["seconds"] for r in runs), 3),
+            "failures": sum(not r["reached"] for r in runs)}
 
 
 def report(title: str, rows: list[tuple[str, str]], result: dict, output: str | None) -> None:

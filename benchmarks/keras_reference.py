@@ -11,8 +11,10 @@ once it reaches --target. The data comes from the same prepared TFDS `mnist`
 as mnist_tf's (the notebooks' `keras.datasets.mnist.load_data()` needs the
 internet).
 
-Run by benchmarks/time_to_accuracy.py as a child process, so that its time
-counts from process start, imports included. Prints one JSON line:
+Run as a child process, so that its time counts from process start, imports
+included: by benchmarks/time_to_accuracy.py, and by benchmarks/memory.py
+(`--target=0`: all --max_epochs; `--pixels=divide`: `x / 255.0` as the
+notebooks write it, a float64 array). Prints one JSON line:
 `target_reached_unix_time` (null if never reached), the step and epoch, and
 the test accuracy at each evaluation.
 """
@@ -34,11 +36,16 @@ from absl import flags, logging  # noqa: E402
 from mnist_tf import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_float("target", 0.98, "Test accuracy at which fit stops.")
+flags.DEFINE_float("target", 0.98, "Test accuracy at which fit stops (0: train all epochs).")
 flags.DEFINE_integer("max_epochs", 20, "Give up after this many epochs.")
 flags.DEFINE_integer("batch_size", 32, "Keras' default.")
 flags.DEFINE_string("hidden_sizes", "512,256", "Hidden layer widths.")
-flags.DEFINE_integer("eval_every_examples", 15000, "Training examples between evaluations.")
+flags.DEFINE_float("dropout", 0.0, "Dropout rate after each hidden layer.")
+flags.DEFINE_integer("eval_every_examples", 15000,
+                     "Training examples between evaluations (0: at each epoch's end only).")
+flags.DEFINE_enum("pixels", "float32", ["float32", "divide"],
+                  "How the images are held: float32 (x.astype('float32') / 255) or divide "
+                  "(x / 255.0, as the seed notebooks write it: a float64 array).")
 flags.DEFINE_integer("seed", 0, "tf.keras.utils.set_random_seed.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir with prepared MNIST.")
 
@@ -63,20 +70,27 @@ def main(argv):
     # neither side of the comparison pays a decode the other skips.
     arrays = pipeline.decoded_arrays(tfds.builder("mnist", data_dir=data_dir))
     (train_images, y_train), (test_images, y_test) = arrays["train"], arrays["test"]
-    x_train = train_images.astype("float32") / 255.0
-    x_test = tf.constant(test_images.astype("float32") / 255.0)
+    if FLAGS.pixels == "divide":
+        x_train, x_test = train_images / 255.0, tf.constant(test_images / 255.0)
+    else:
+        x_train = train_images.astype("float32") / 255.0
+        x_test = tf.constant(test_images.astype("float32") / 255.0)
 
     tf.keras.utils.set_random_seed(FLAGS.seed)
     layers = [tf.keras.Input(x_train.shape[1:]), tf.keras.layers.Flatten()]
-    layers += [tf.keras.layers.Dense(h, activation="relu") for h in hidden_sizes]
+    for h in hidden_sizes:
+        layers.append(tf.keras.layers.Dense(h, activation="relu"))
+        if FLAGS.dropout:
+            layers.append(tf.keras.layers.Dropout(FLAGS.dropout))
     layers += [tf.keras.layers.Dense(10)]
     model = tf.keras.Sequential(layers)
     model.compile(optimizer=tf.keras.optimizers.Adam(1e-3),
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
 
-    every = max(1, FLAGS.eval_every_examples // FLAGS.batch_size)
     steps_per_epoch = -(-len(y_train) // FLAGS.batch_size)
+    every = (max(1, FLAGS.eval_every_examples // FLAGS.batch_size)
+             if FLAGS.eval_every_examples else steps_per_epoch)
 
     class StopAtTarget(tf.keras.callbacks.Callback):
         """Measures test accuracy every `every` batches; stops fit at the target."""
@@ -94,7 +108,7 @@ def main(argv):
             self.history.append({"step": self.step, "test_accuracy": accuracy})
             print(f"step {self.step} (epoch {self.step / steps_per_epoch:.2f}): test accuracy "
                   f"{accuracy:.2%}", flush=True)
-            if accuracy >= FLAGS.target:
+            if FLAGS.target and accuracy >= FLAGS.target:
                 self.reached = {"step": self.step, "unix_time": time.time()}
                 self.model.stop_training = True
 
