@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -43,36 +44,182 @@ def test_splits_are_tfds_records_in_tfds_order(small_data_dir):
         np.testing.assert_array_equal(labels, [y for _, y in expected])
 
 
-def test_decoded_cache_is_written_reused_and_rebuilt_when_stale(tmp_path, monkeypatch):
-    train, test = synthetic_digits(60, seed=3), synthetic_digits(20, seed=4)
-    mirror.write_tfds_dataset({"train": train, "test": test}, tmp_path)
-    cache_dir = tmp_path / pipeline.DECODED_CACHE_DIR
-    first = as_arrays(pipeline.load_splits(str(tmp_path), 0).train)
-    (cached,) = os.listdir(cache_dir)
+@pytest.fixture(scope="module")
+def tfds_decoded(small_data_dir):
+    """What TFDS decodes from `small_data_dir`, example by example: {split: (images, labels)}."""
+    builder = tfds.builder("mnist", data_dir=small_data_dir)
+    decoded = {}
+    for split in ("train", "test"):
+        pairs = [(x.numpy(), int(y)) for x, y in builder.as_dataset(
+            split=split, as_supervised=True, shuffle_files=False)]
+        decoded[split] = (np.stack([x for x, _ in pairs]),
+                          np.array([y for _, y in pairs], dtype=np.int64))
+    return decoded
 
-    # Reused: TFDS is not asked to decode again.
-    builder = tfds.builder("mnist", data_dir=str(tmp_path))
-    with monkeypatch.context() as patch:
-        patch.setattr(tfds.core.DatasetBuilder, "as_dataset",
-                      lambda *a, **k: pytest.fail("decoded although the cache is valid"))
-        again = as_arrays(pipeline.load_splits(str(tmp_path), 0).train)
-    np.testing.assert_array_equal(first[0], again[0])
-    assert os.listdir(cache_dir) == [cached]
 
-    # A damaged cache file is ignored and rewritten.
-    (cache_dir / cached).write_bytes(b"not a zip file")
-    rebuilt = as_arrays(pipeline.load_splits(str(tmp_path), 0).train)
-    np.testing.assert_array_equal(first[0], rebuilt[0])
-    assert (cache_dir / cached).stat().st_size > 1000
+@pytest.fixture
+def data_copy(small_data_dir, tmp_path):
+    """A copy of `small_data_dir` without its decoded cache, to damage at will."""
+    copy = tmp_path / "tfds"
+    shutil.copytree(small_data_dir, copy,
+                    ignore=shutil.ignore_patterns(pipeline.DECODED_CACHE_DIR))
+    return copy
 
-    # Re-preparing the data (new files) makes a new cache and removes the old one.
-    for name in os.listdir(builder.data_dir):
-        if ".tfrecord" in name:
-            path = os.path.join(builder.data_dir, name)
-            os.utime(path, ns=(1, 1))
-    pipeline.load_splits(str(tmp_path), 0)
-    (new,) = os.listdir(cache_dir)
-    assert new != cached
+
+@pytest.fixture
+def decodes(monkeypatch, tfds_decoded):
+    """The splits TFDS is asked to decode from now on (a spy on `as_dataset`)."""
+    calls = []
+    as_dataset = tfds.core.DatasetBuilder.as_dataset
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs["split"])
+        return as_dataset(self, *args, **kwargs)
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "as_dataset", spy)
+    return calls
+
+
+def decoded_arrays(data_dir):
+    return pipeline.decoded_arrays(tfds.builder("mnist", data_dir=str(data_dir)))
+
+
+def assert_same_arrays(arrays, expected):
+    assert arrays.keys() == expected.keys() == {"train", "test"}
+    for split, (images, labels) in arrays.items():
+        assert images.dtype == np.uint8 and labels.dtype == np.int64
+        assert images.shape == (len(labels), 28, 28, 1)
+        np.testing.assert_array_equal(images, expected[split][0])
+        np.testing.assert_array_equal(labels, expected[split][1])
+
+
+def the_cache(data_dir):
+    """The one entry of the decoded-cache directory."""
+    (name,) = os.listdir(data_dir / pipeline.DECODED_CACHE_DIR)
+    return data_dir / pipeline.DECODED_CACHE_DIR / name
+
+
+def test_decoded_cache_is_a_dataset_save_reused_without_decoding(data_copy, decodes,
+                                                                 tfds_decoded):
+    assert_same_arrays(decoded_arrays(data_copy), tfds_decoded)
+    assert decodes == ["train", "test"]
+    cache = the_cache(data_copy)
+    assert cache.name.startswith("mnist-3.0.1-")
+    assert sorted(os.listdir(cache)) == ["snapshot_metadata.sha256", "test", "train"]
+    # Each split is a tf.data save of one element, the whole split.
+    images, labels = tf.data.Dataset.load(str(cache / "test")).get_single_element()
+    np.testing.assert_array_equal(images.numpy(), tfds_decoded["test"][0])
+    np.testing.assert_array_equal(labels.numpy(), tfds_decoded["test"][1])
+    # TFDS still sees only its own dataset beside the cache.
+    assert tfds.builder("mnist", data_dir=str(data_copy)).info.splits["test"].num_examples == 200
+
+    assert_same_arrays(decoded_arrays(data_copy), tfds_decoded)
+    assert decodes == ["train", "test"]  # Not decoded again.
+    assert the_cache(data_copy) == cache
+
+
+def test_stale_decoded_cache_is_rebuilt_and_old_caches_removed(data_copy, decodes,
+                                                               tfds_decoded):
+    decoded_arrays(data_copy)
+    old = the_cache(data_copy)
+    # The previous implementation's .npz, and a save killed before its rename.
+    (old.parent / "mnist-3.0.1-0123456789abcdef.npz").write_bytes(b"an old cache")
+    shutil.copytree(old, old.parent / f".{old.name}.0f0f", ignore=shutil.ignore_patterns("test"))
+
+    # Re-preparing the data (new file times) gives a new fingerprint.
+    tfds_dir = data_copy / "mnist" / "3.0.1"
+    for name in os.listdir(tfds_dir):
+        os.utime(tfds_dir / name, ns=(1, 1))
+    assert_same_arrays(decoded_arrays(data_copy), tfds_decoded)
+    assert decodes == ["train", "test"] * 2
+    new = the_cache(data_copy)  # The only entry left.
+    assert new.name != old.name and new.name.startswith("mnist-3.0.1-")
+
+
+def snapshot_file(cache, split, suffix):
+    (path,) = (cache / split).glob(f"**/*{suffix}")
+    return path
+
+
+def set_metadata_version(cache, split, version):
+    from tensorflow.core.protobuf import snapshot_pb2
+
+    path = cache / split / "snapshot.metadata"
+    metadata = snapshot_pb2.SnapshotMetadataRecord.FromString(path.read_bytes())
+    metadata.version = version
+    path.write_bytes(metadata.SerializeToString())
+
+
+def overwrite(path, offset, data):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+DAMAGES = {
+    "shard truncated": lambda cache: os.truncate(
+        snapshot_file(cache, "train", ".snapshot"), 10_000),
+    "shard cut to its header": lambda cache: os.truncate(
+        snapshot_file(cache, "train", ".snapshot"), 10),
+    "shard emptied": lambda cache: os.truncate(snapshot_file(cache, "test", ".snapshot"), 0),
+    "shard overwritten": lambda cache: overwrite(
+        snapshot_file(cache, "train", ".snapshot"), 1000, b"\xff" * 40),
+    "shard deleted": lambda cache: os.remove(snapshot_file(cache, "test", ".snapshot")),
+    "split deleted": lambda cache: shutil.rmtree(cache / "test"),
+    "metadata emptied": lambda cache: (cache / "test" / "snapshot.metadata").write_bytes(b""),
+    # Dataset.load crashes the process on this one (SIGSEGV, TF 2.21) unless
+    # the digest check stops it first.
+    "metadata format version 0": lambda cache: set_metadata_version(cache, "test", 0),
+    "digest deleted": lambda cache: os.remove(cache / "snapshot_metadata.sha256"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_damaged_decoded_cache_is_rebuilt(data_copy, decodes, tfds_decoded, damage):
+    decoded_arrays(data_copy)
+    cache = the_cache(data_copy)
+    DAMAGES[damage](cache)
+
+    assert_same_arrays(decoded_arrays(data_copy), tfds_decoded)
+    assert decodes == ["train", "test"] * 2
+    assert the_cache(data_copy) == cache  # Saved again under its name...
+    assert_same_arrays(decoded_arrays(data_copy), tfds_decoded)
+    assert decodes == ["train", "test"] * 2  # ... and intact.
+
+
+def files_in(data_dir):
+    """{relative path: contents} of every file under `data_dir`, hidden ones too."""
+    return {str(path.relative_to(data_dir)): path.read_bytes()
+            for path in data_dir.rglob("*") if path.is_file()}
+
+
+def make_cache_dir_a_file(data_dir, monkeypatch):
+    (data_dir / pipeline.DECODED_CACHE_DIR).write_text("someone's file")
+
+
+def fail_saves_half_way(data_dir, monkeypatch):
+    # What a full or read-only disk does: the save starts, then fails.
+    save = tf.data.Dataset.save
+
+    def half_a_save(self, path, *args, **kwargs):
+        save(self.take(0), path)
+        raise tf.errors.PermissionDeniedError(None, None, f"{path}: Permission denied")
+
+    monkeypatch.setattr(tf.data.Dataset, "save", half_a_save)
+
+
+@pytest.mark.parametrize("unwritable", [make_cache_dir_a_file, fail_saves_half_way])
+def test_unwritable_data_dir_decodes_every_time_and_leaves_nothing(
+        data_copy, decodes, tfds_decoded, monkeypatch, unwritable):
+    # Tests run as root, which chmod cannot stop, so a data dir that cannot be
+    # written is simulated: a file where the cache directory goes, or saves
+    # that fail half-way.
+    unwritable(data_copy, monkeypatch)
+    before = files_in(data_copy)
+    for calls in (1, 2):
+        assert_same_arrays(decoded_arrays(data_copy), tfds_decoded)
+        assert decodes == ["train", "test"] * calls
+        assert files_in(data_copy) == before
 
 
 def test_read_only_data_dir_still_loads(tmp_path):
