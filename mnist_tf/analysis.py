@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from mnist_tf.constants import NUM_CLASSES
+from mnist_tf.constants import NUM_CLASSES, model_input
 from mnist_tf.data.pipeline import Examples
 
 
@@ -43,7 +43,7 @@ class Predictions:
 
 def predict_split(predict_fn, examples: Examples, batch_size: int = 1000) -> Predictions:
     """Runs `predict_fn` (images -> probabilities) over a split, `batch_size` images at a time."""
-    probabilities = [predict_fn(examples.images[start:start + batch_size]).numpy()
+    probabilities = [predict_fn(model_input(examples.images[start:start + batch_size])).numpy()
                      for start in range(0, len(examples), batch_size)]
     return Predictions(examples.images.numpy(), examples.labels.numpy(),
                        np.concatenate(probabilities))

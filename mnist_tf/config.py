@@ -215,7 +215,9 @@ class TrainConfig:
         3, "How many recent checkpoints to keep.", on_resume=FREE, bound="positive")
     # The same step compiled by XLA (results differ by float rounding at most).
     jit_compile: bool = setting(
-        False, "Compile the train and eval steps with XLA.", on_resume=FREE, hparam=True)
+        True, "Compile the train and eval steps with XLA (--nojit_compile for op-by-op "
+        "debugging and profiles). Under --distribution the step runs without XLA, said in "
+        "one line.", on_resume=FREE, hparam=True)
     eval_batch_size: int = setting(
         1000, "Batch size of evaluation.", on_resume=FREE, bound="positive")
     histogram_every_steps: int = setting(
@@ -228,15 +230,17 @@ class TrainConfig:
         "needs 0 <= START < END), and write the trace to "
         "WORKDIR/summaries/train/plugins/profile/ for TensorBoard's Profile tab (pip install "
         "tensorboard-plugin-profile). Empty: off.", on_resume=FREE, parse=parse_profile_steps)
-    # The fast path: the same batches and arithmetic as tf.data, one step per call
-    # (tested bit-identical).
+    # How batches reach the step and how many steps a call runs: the same
+    # batches and arithmetic either way (tested bit-identical).
     data_on_device: bool = setting(
-        False, "Hold the training split as tensors (on the GPU if there is one) and index "
-        "each batch from them instead of streaming tf.data batches; each epoch's order is a "
-        "stateless shuffle of (seed, epoch).", on_resume=FREE)
+        False, "Index each batch from the training split held as tensors (on the GPU if "
+        "there is one) inside one XLA-compiled loop, instead of streaming it through tf.data "
+        "(the default); each epoch's order is a stateless shuffle of (seed, epoch). Under "
+        "--distribution, tf.data is used, said in one line.", on_resume=FREE)
     steps_per_call: int = setting(
-        1, "Optimizer steps per traced call (needs --data_on_device); calls stop early "
-        "wherever a log line, checkpoint or epoch end is due.",
+        50, "Optimizer steps per traced call (1: one step per call, for debugging); calls "
+        "stop early wherever a log line, checkpoint or epoch end is due. Under "
+        "--distribution, one step per call, said in one line.",
         on_resume=FREE, bound="positive")
     # Random affine warps of the training images (mnist_tf/data/augment.py): the
     # data the run learns from.
@@ -326,17 +330,6 @@ class TrainConfig:
                               f"{self.stop_at_test_accuracy}")
 
     def _check_combinations(self) -> None:
-        if self.steps_per_call > 1 and not self.data_on_device:
-            raise ConfigError("steps_per_call", f"{self.steps_per_call} needs --data_on_device "
-                              "(several steps per call index the training data held as tensors)")
-        if self.distribution != "none" and self.data_on_device:
-            raise ConfigError("data_on_device", "cannot be combined with --distribution="
-                              f"{self.distribution} (distributed runs feed tf.data batches)")
-        if self.distribution != "none" and self.jit_compile:
-            raise ConfigError("jit_compile", "cannot be combined with --distribution="
-                              f"{self.distribution} here (XLA cannot compile a replica's step "
-                              "that reads mirrored variables placed on other devices); add "
-                              "--nojit_compile")
         if self.distribution != "none" and self.device != "auto":
             # The strategy picks its devices (every GPU, or --cpu_replicas CPUs);
             # a --device would be silently ignored.

@@ -94,7 +94,7 @@ CASES = [
     (T, [*TRAIN, "--device=gpu:1"], ["--device: gpu:1", "no GPU"]),
     (T, [*TRAIN, "--distribution=ring"], ["--distribution", "ring"]),
     (T, [*TRAIN, "--nan_policy=maybe"], ["--nan_policy", "maybe", "skip_step"]),
-    (T, [*TRAIN, "--steps_per_call=5"], ["--steps_per_call", "--data_on_device"]),
+    (T, [*TRAIN, "--steps_per_call=0"], ["--steps_per_call", "must be positive"]),
     (T, [*TRAIN, "--batch_size=banana"], ["--batch_size", "banana"]),
     # Flagfiles.
     (T, [*TRAIN, "--flagfile={root}/missing.cfg"], ["missing.cfg"]),

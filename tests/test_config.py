@@ -190,7 +190,7 @@ def test_the_train_flags_are_the_declared_settings():
         assert defined.help == flag.help, flag.name
         assert defined.flag_type() == ABSL_TYPES[flag.kind], flag.name
     assert flags["hidden_sizes"].default == "512,256"
-    assert flags["batch_size"].default == 128 and flags["jit_compile"].default is False
+    assert flags["batch_size"].default == 128 and flags["jit_compile"].default is True
 
 
 def readme_flag_rows():

@@ -24,7 +24,8 @@ def splits_with_a_poisoned_example(index=100):
     """320 synthetic training digits (10 steps per epoch), one of them holding a NaN pixel."""
     images, labels = synthetic_digits(320, seed=5)
     train = pipeline.from_arrays(images, labels)
-    poisoned = train.images.numpy()
+    # Float pixels in [0, 1] (the steps take float input as it is): uint8 has no NaN.
+    poisoned = train.images.numpy().astype(np.float32) / 255.0
     poisoned[index, 300] = np.nan
     test = pipeline.from_arrays(*synthetic_digits(100, seed=6))
     return pipeline.Splits(train=pipeline.Examples(tf.constant(poisoned), train.labels),
@@ -129,7 +130,7 @@ MARKER = 0.123
 def splits_with_a_marked_example(index=100):
     images, labels = synthetic_digits(320, seed=5)
     train = pipeline.from_arrays(images, labels)
-    marked = train.images.numpy()
+    marked = train.images.numpy().astype(np.float32) / 255.0
     marked[index, 300] = MARKER
     test = pipeline.from_arrays(*synthetic_digits(100, seed=6))
     return pipeline.Splits(train=pipeline.Examples(tf.constant(marked), train.labels),

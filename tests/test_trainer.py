@@ -75,8 +75,10 @@ def test_steps_are_traced_once_per_run(tmp_path, small_data_dir, monkeypatch):
     keep_runner(monkeypatch, made)
     # 3 epochs, validation (100) and test (200) each with a padded last batch.
     run(TrainConfig(**{**SMALL, "epochs": 3}, dropout=0.1), tmp_path, small_data_dir)
-    assert isinstance(made["runner"], runners.BatchRunner)
+    # The default path: tf.data chunks, several XLA-compiled steps per call.
+    assert isinstance(made["runner"], runners.IteratorRunner)
     assert made["runner"].train_fn.experimental_get_tracing_count() == 1
+    assert made["runner"].loop_fn.experimental_get_tracing_count() == 1
     assert made["eval"].experimental_get_tracing_count() == 1
 
 
@@ -174,16 +176,33 @@ def test_data_on_device_trains_and_traces_its_loop_once(tmp_path, small_data_dir
         f"step {s}/60" for s in (5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60)]
 
 
-def test_steps_per_call_does_not_change_the_result(tmp_path, small_data_dir):
-    # Several steps per call is the same arithmetic as one step per call.
-    one, _ = run(TrainConfig(**FAST, steps_per_call=1), tmp_path / "one", small_data_dir)
-    many, _ = run(TrainConfig(**FAST, steps_per_call=7, jit_compile=False), tmp_path / "many",
-                  small_data_dir)
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_steps_per_call_and_the_path_do_not_change_the_result(tmp_path, small_data_dir,
+                                                              jit_compile):
+    # Several steps per call is the same arithmetic as one step per call, and
+    # tf.data chunks feed the same batches, in the same order, as the split
+    # held on the device.
+    config = dict(FAST, jit_compile=jit_compile)
+    one, _ = run(TrainConfig(**config, steps_per_call=1), tmp_path / "one", small_data_dir)
+    many, _ = run(TrainConfig(**config, steps_per_call=7), tmp_path / "many", small_data_dir)
     assert one["params_sha256"] == many["params_sha256"]
-    # The tf.data pipeline feeds the same batches, in the same order.
-    piped, _ = run(TrainConfig(**{**FAST, "data_on_device": False}), tmp_path / "piped",
-                   small_data_dir)
-    assert piped["params_sha256"] == one["params_sha256"]
+    for steps_per_call in (1, 7):
+        piped, _ = run(TrainConfig(**{**config, "data_on_device": False},
+                                   steps_per_call=steps_per_call),
+                       tmp_path / f"piped{steps_per_call}", small_data_dir)
+        assert piped["params_sha256"] == one["params_sha256"]
+
+
+def test_the_tf_data_path_resumes_exactly_mid_call(tmp_path, small_data_dir):
+    # 23 is not a multiple of the 4 steps per call: the resumed run's chunks
+    # start at batch 8 of epoch 1 and must still hold the same batches.
+    config = dict(FAST, data_on_device=False, steps_per_call=4)
+    straight, _ = run(TrainConfig(**config, train_steps=41), tmp_path / "straight",
+                      small_data_dir)
+    run(TrainConfig(**config, train_steps=23), tmp_path / "resumed", small_data_dir)
+    resumed, _ = run(TrainConfig(**config, train_steps=41), tmp_path / "resumed",
+                     small_data_dir)
+    assert resumed["params_sha256"] == straight["params_sha256"]
 
 
 def test_data_on_device_resumes_exactly(tmp_path, small_data_dir):
@@ -264,9 +283,12 @@ def test_eval_every_steps_and_stop_at_test_accuracy(tmp_path, small_data_dir):
     assert unreachable["global_step"] == 30
 
 
-def test_steps_per_call_needs_data_on_device():
-    with pytest.raises(ConfigError, match="--steps_per_call: 4 needs --data_on_device"):
-        TrainConfig(steps_per_call=4)
+def test_plan_calls_matches_the_loops_calls():
+    config = TrainConfig(steps_per_call=50, log_every_steps=100, checkpoint_every_steps=1000,
+                         histogram_every_steps=0, profile_steps=(130, 140), eval_every_steps=0)
+    fake = types.SimpleNamespace(runner=types.SimpleNamespace(steps_per_call=50))
+    plan = trainer.plan_calls(fake, 0, 429, periodic_actions(config))
+    assert plan == [50, 50, 30, 10, 50, 10, 50, 50, 50, 50, 29]
 
 
 def periodic_actions(config, total_steps=4290, steps_per_epoch=429):

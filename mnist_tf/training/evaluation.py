@@ -21,7 +21,7 @@ class Evaluation:
         metrics: {"loss", "accuracy", "count"}.
         confusion: int64 [10, 10] confusion matrix (rows true, columns
             predicted), or None if not requested.
-        mistakes: (images float32 [K, 784], labels [K], predicted [K]) of the
+        mistakes: (images [K, 784] as held, labels [K], predicted [K]) of the
             first K misclassified examples in split order, or None if not
             requested.
     """
@@ -75,7 +75,7 @@ def evaluate(
         return Evaluation(metrics.result())
     mistakes = (
         np.concatenate(wrong_images) if wrong_images else np.zeros((0, NUM_PIXELS),
-                                                                   np.float32),
+                                                                   np.uint8),
         np.concatenate(wrong_labels) if wrong_labels else np.zeros((0,), np.int32),
         np.concatenate(wrong_predicted) if wrong_predicted else np.zeros((0,), np.int32),
     )

@@ -1,8 +1,9 @@
 """Runners: the ways the one train-step body is traced and fed with batches.
 
-* `BatchRunner`: tf.data batches, one step per traced call.
-* `DeviceLoopRunner`: the training split held as tensors; several steps per
-  traced call in a `tf.while_loop` (the fast path, XLA-compilable).
+* `IteratorRunner` (the default): tf.data batches, several steps per traced
+  call over the epoch's iterator, the step XLA-compiled.
+* `DeviceLoopRunner` (`--data_on_device`): the training split held as
+  tensors; several steps per traced call in one XLA-compiled loop.
 * `DistributedRunner`: a `tf.distribute` strategy's distributed dataset, one
   step per call through `strategy.run`.
 
@@ -26,42 +27,83 @@ def _first_diverged(output: StepOutput) -> tf.Tensor:
     return tf.where(output.diverged, 0, -1)
 
 
-class BatchRunner:
-    """One traced step per call, fed by the tf.data pipeline.
+class IteratorRunner:
+    """Several steps per traced call over a tf.data iterator: the default path.
+
+    As orbit's `StandardTrainer`, the epoch's iterator is passed into one
+    `tf.function`, which takes one element per call: a chunk of the next
+    `count` batches (`pipeline.train_chunks`, gathered by tf.data's threads
+    while the previous call trains). The loop over the chunk's batches is a
+    second `tf.function`, XLA-compiled with `jit_compile` (XLA cannot compile
+    the iterator's get-next, so that part stays outside): one get-next and
+    one compiled launch per call instead of per step. The chunks follow the
+    loop's plan of calls (`start_epoch(..., counts)`), so calls and chunks
+    always agree.
 
     Attributes:
-        train_fn: the traced step; its fixed input signature means one trace.
+        train_fn: the traced call (one trace: its inputs keep one type).
+        loop_fn: the traced loop over a chunk (one trace: a fixed signature).
+        steps_per_call: the most steps one call runs (the chunk size).
     """
 
     def __init__(self, train_step, train: pipeline.Examples, batch_size: int, seed: int,
-                 jit_compile: bool = False):
+                 zero_gradients: list[tf.Tensor], jit_compile: bool = True,
+                 steps_per_call: int = 1, device: str | None = None):
         self._train, self._batch_size, self._seed = train, batch_size, seed
-        self._batches = None
+        self._device, self._chunks, self._counts = device, None, []
+        self.steps_per_call = steps_per_call
 
-        def step(images, labels, stop_vote):
-            output = train_step(images, labels, stop_vote)
-            return output.loss, output.gradients, _first_diverged(output), output.stop
+        def chunk_loop(images, labels, count, stop_vote):
+            def body(i, loss, gradients, diverged_at, stop):
+                # A gather, not a slice: XLA would take a slice's start as a constant.
+                output = train_step(tf.gather(images, i), tf.gather(labels, i), stop_vote)
+                diverged_at = tf.where((diverged_at < 0) & output.diverged, i, diverged_at)
+                return i + 1, output.loss, output.gradients, diverged_at, output.stop
 
-        signature = [tf.TensorSpec([batch_size, NUM_PIXELS], tf.float32, name="images"),
-                     tf.TensorSpec([batch_size], tf.int32, name="labels"),
+            _, loss, gradients, diverged_at, stop = tf.while_loop(
+                lambda i, *_: i < count, body,
+                (tf.constant(0, tf.int32), tf.constant(0.0), zero_gradients,
+                 tf.constant(-1, tf.int32), tf.constant(False)))
+            return loss, gradients, diverged_at, stop
+
+        shape = [steps_per_call, batch_size]
+        signature = [tf.TensorSpec(shape + [NUM_PIXELS], train.images.dtype, name="images"),
+                     tf.TensorSpec(shape, tf.int32, name="labels"),
+                     tf.TensorSpec([], tf.int32, name="count"),
                      tf.TensorSpec([], tf.int32, name="stop_vote")]
-        self.train_fn = tf.function(step, input_signature=signature, jit_compile=jit_compile,
-                                    autograph=False)
+        self.loop_fn = tf.function(chunk_loop, input_signature=signature,
+                                   jit_compile=jit_compile, autograph=False)
 
-    def start_epoch(self, epoch: int, offset: int) -> None:
-        """Starts epoch `epoch`'s batches, skipping the `offset` already trained."""
-        self._batches = iter(pipeline.train_batches(self._train, self._batch_size, self._seed,
-                                                    epoch, skip_batches=offset))
+        def train_call(iterator, stop_vote):
+            images, labels, count = next(iterator)
+            return self.loop_fn(images, labels, count, stop_vote)
+
+        self.train_fn = tf.function(train_call, autograph=False)
+
+    def start_epoch(self, epoch: int, offset: int, counts: list[int] | None = None) -> None:
+        """Starts epoch `epoch` from batch `offset`, in calls of `counts` steps."""
+        counts = list(counts or [])
+        self._counts = counts[::-1]  # Popped from the end, to check each call.
+        chunks = pipeline.train_chunks(self._train, self._batch_size, self._seed, epoch,
+                                       counts, self.steps_per_call, skip_batches=offset)
+        if self._device and self._device.startswith("/GPU"):
+            # The next chunks wait in GPU memory while a call trains
+            # (untested here: no GPU with TensorFlow on our machines).
+            chunks = chunks.apply(tf.data.experimental.prefetch_to_device(self._device))
+        self._chunks = iter(chunks)
 
     def __call__(self, first: int, count: int, stop_vote: int):
-        """Runs `count` (here always 1) steps; returns (loss, gradients, diverged_at, stop)."""
-        del first, count  # One step per call; the iterator knows its position.
-        images, labels = next(self._batches)
-        return self.train_fn(images, labels, tf.constant(stop_vote, tf.int32))
+        """Runs the next planned call (`count` steps): (loss, gradients, diverged_at, stop)."""
+        del first  # The iterator knows its position.
+        planned = self._counts.pop() if self._counts else None
+        if planned != count:
+            raise RuntimeError(f"call of {count} steps, but {planned} were planned: a bug in "
+                               "the training loop's plan")
+        return self.train_fn(self._chunks, tf.constant(stop_vote, tf.int32))
 
     def graph(self) -> tf.Graph:
-        """The step's graph, for TensorBoard (the one trace the first call would do)."""
-        return self.train_fn.get_concrete_function().graph
+        """The compiled loop's graph, for TensorBoard."""
+        return self.loop_fn.get_concrete_function().graph
 
 
 class DeviceLoopRunner:
@@ -72,9 +114,11 @@ class DeviceLoopRunner:
     """
 
     def __init__(self, train_step, train: pipeline.Examples, batch_size: int, seed: int,
-                 zero_gradients: list[tf.Tensor], jit_compile: bool = False):
+                 zero_gradients: list[tf.Tensor], jit_compile: bool = False,
+                 steps_per_call: int = 1):
         self._num_train, self._batch_size, self._seed = len(train), batch_size, seed
         self._order = None
+        self.steps_per_call = steps_per_call
         images, labels = train.images, train.labels
         positions = tf.range(batch_size, dtype=tf.int32)
 
@@ -103,9 +147,9 @@ class DeviceLoopRunner:
         self.train_fn = tf.function(train_loop, input_signature=signature,
                                     jit_compile=jit_compile, autograph=False)
 
-    def start_epoch(self, epoch: int, offset: int) -> None:
+    def start_epoch(self, epoch: int, offset: int, counts: list[int] | None = None) -> None:
         """Builds epoch `epoch`'s order (the caller passes the in-epoch batch to each call)."""
-        del offset
+        del offset, counts
         self._order = pipeline.epoch_order(self._num_train, self._seed, epoch)
 
     def __call__(self, first: int, count: int, stop_vote: int):
@@ -126,6 +170,7 @@ class DistributedRunner:
         self._strategy, self._train = strategy, train
         self._batch_size, self._seed = batch_size, seed
         self._batches = None
+        self.steps_per_call = 1
 
         def step(iterator, stop_vote):
             images, labels = next(iterator)
@@ -134,8 +179,9 @@ class DistributedRunner:
 
         self.train_fn = tf.function(step, autograph=False)
 
-    def start_epoch(self, epoch: int, offset: int) -> None:
+    def start_epoch(self, epoch: int, offset: int, counts: list[int] | None = None) -> None:
         """Starts epoch `epoch`'s global batches, split over the replicas."""
+        del counts  # One step per call.
         batches = pipeline.train_batches(self._train, self._batch_size, self._seed, epoch,
                                          skip_batches=offset)
         self._batches = iter(self._strategy.experimental_distribute_dataset(

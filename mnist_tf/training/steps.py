@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from mnist_tf.constants import NUM_PIXELS
+from mnist_tf.constants import NUM_PIXELS, model_input
 from mnist_tf.data.augment import AffineAugment
 from mnist_tf.model import losses
 from mnist_tf.model.mlp import MLP
@@ -150,6 +150,7 @@ def make_train_step(
             replica = tf.distribute.get_replica_context().replica_id_in_sync_group
             offset = tf.stack([tf.cast(replica, tf.int64), tf.constant(0, tf.int64)])
             dropout_seed, augment_seed = dropout_seed + offset, augment_seed + offset
+        images = model_input(images)
         if augment is not None:
             with tf.name_scope("augment"):
                 images = augment(images, augment_seed)
@@ -232,9 +233,17 @@ def _apply(state, schedule, parameters, gradients, loss, nan_policy):
 
 
 def make_eval_step(
-    model: MLP, metrics: Metrics, batch_size: int, jit_compile: bool = False
+    model: MLP, metrics: Metrics, batch_size: int, jit_compile: bool = False,
+    images_dtype: tf.DType = tf.uint8,
 ) -> tf.types.experimental.PolymorphicFunction:
     """Builds the one traced eval step: forward pass and masked metric update.
+
+    Args:
+        model: the model to evaluate.
+        metrics: the accumulators the step adds to.
+        batch_size: the static batch size (the last batch is padded).
+        jit_compile: compile the step with XLA.
+        images_dtype: uint8 pixels (normalised in the step) or float32.
 
     Returns:
         A `tf.function` taking (images [batch, 784], labels [batch], mask
@@ -244,14 +253,14 @@ def make_eval_step(
     """
 
     def eval_step(images, labels, mask):
-        logits = model(images, training=False)
+        logits = model(model_input(images), training=False)
         metrics.update(losses.cross_entropy(logits, labels), logits, labels, mask)
         # Returned so one pass over a split yields both the metrics and what the
         # confusion matrix and misclassified-digit images need.
         return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
     signature = [
-        tf.TensorSpec([batch_size, NUM_PIXELS], tf.float32, name="images"),
+        tf.TensorSpec([batch_size, NUM_PIXELS], images_dtype, name="images"),
         tf.TensorSpec([batch_size], tf.int32, name="labels"),
         tf.TensorSpec([batch_size], tf.bool, name="mask"),
     ]

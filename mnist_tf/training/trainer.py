@@ -70,7 +70,8 @@ class Run:
         target_reached: set by `StopAtAccuracy`.
     """
 
-    def __init__(self, config, state, strategy, splits, writers, manager, log, process_start):
+    def __init__(self, config, state, strategy, splits, writers, manager, log, process_start,
+                 device=None):
         self.config, self.state, self.strategy, self.splits = config, state, strategy, splits
         self.writers, self.manager, self.log = writers, manager, log
         self.process_start = process_start
@@ -81,9 +82,9 @@ class Run:
         self.train_metrics = Metrics(name="train_metrics")
         self.eval_metrics = Metrics(name="eval_metrics")
         self.eval_step = make_eval_step(state.model, self.eval_metrics, config.eval_batch_size,
-                                        config.jit_compile)
+                                        config.jit_compile, splits.test.images.dtype)
         self.runner = _make_runner(config, state, self.schedule, self.train_metrics, splits,
-                                   strategy)
+                                   strategy, device, log)
         self.output = None
         self.evaluations, self.evaluated_step = {}, -1
         self.saved_step, self.target_reached = -1, None
@@ -129,8 +130,13 @@ class Run:
         self.evaluations, self.evaluated_step = results, step
 
 
-def _make_runner(config, state, schedule, metrics, splits, strategy):
-    """The runner for the config's mode, over the one step body."""
+def _make_runner(config, state, schedule, metrics, splits, strategy, device=None, log=None):
+    """The runner for the config's mode, over the one step body.
+
+    tf.data with several XLA-compiled steps per call by default; the
+    training split held as tensors with `data_on_device`; one step per call
+    without XLA under a strategy (said in one line, `log`).
+    """
     augment = None
     if config.augments:
         augment = AffineAugment(config.augment_rotation_degrees, config.augment_scale,
@@ -138,14 +144,23 @@ def _make_runner(config, state, schedule, metrics, splits, strategy):
     train_step = make_train_step(state, schedule, metrics, config.batch_size,
                                  config.weight_decay, augment, config.nan_policy, strategy)
     if strategy is not None:
+        slower = [name for name, on in (("XLA", config.jit_compile),
+                                        (f"{config.steps_per_call} steps per call",
+                                         config.steps_per_call > 1),
+                                        ("data on the device", config.data_on_device)) if on]
+        if slower and log:
+            log(f"Fast path: under --distribution={config.distribution} the step runs without "
+                f"{', '.join(slower)} (XLA cannot compile a replica's step reading mirrored "
+                "variables placed on other devices): tf.data, one step per call")
         return runners.DistributedRunner(train_step, strategy, splits.train, config.batch_size,
                                          config.seed)
+    zeros = [tf.zeros_like(p) for p in state.model.parameters()]
     if config.data_on_device:
-        zeros = [tf.zeros_like(p) for p in state.model.parameters()]
         return runners.DeviceLoopRunner(train_step, splits.train, config.batch_size,
-                                        config.seed, zeros, config.jit_compile)
-    return runners.BatchRunner(train_step, splits.train, config.batch_size, config.seed,
-                               config.jit_compile)
+                                        config.seed, zeros, config.jit_compile,
+                                        config.steps_per_call)
+    return runners.IteratorRunner(train_step, splits.train, config.batch_size, config.seed,
+                                  zeros, config.jit_compile, config.steps_per_call, device)
 
 
 def _make_actions(run: Run, stop_request) -> list[actions.PeriodicAction]:
@@ -186,6 +201,17 @@ def next_stop(step: int, epoch_end: int, steps_per_call: int,
     return min([epoch_end, step + steps_per_call] + [due for due in dues if due is not None])
 
 
+def plan_calls(run: Run, step: int, epoch_end: int,
+               periodic: list[actions.PeriodicAction]) -> list[int]:
+    """The steps of each call from `step` to `epoch_end`, as `train_loop` will make them."""
+    counts = []
+    while step < epoch_end:
+        stop = next_stop(step, epoch_end, run.runner.steps_per_call, periodic)
+        counts.append(stop - step)
+        step = stop
+    return counts
+
+
 def train_loop(run: Run, step: int, stop_request=None) -> int:
     """Trains from `step` to the run's end (or an early stop); returns the step reached.
 
@@ -200,9 +226,9 @@ def train_loop(run: Run, step: int, stop_request=None) -> int:
         while step < run.total_steps and run.target_reached is None:
             epoch, offset = divmod(step, run.steps_per_epoch)
             epoch_end = min((epoch + 1) * run.steps_per_epoch, run.total_steps)
-            run.runner.start_epoch(epoch, offset)
+            run.runner.start_epoch(epoch, offset, plan_calls(run, step, epoch_end, periodic))
             while step < epoch_end and run.target_reached is None:
-                stop = next_stop(step, epoch_end, run.config.steps_per_call, periodic)
+                stop = next_stop(step, epoch_end, run.runner.steps_per_call, periodic)
                 run.output = run.runner(step - epoch * run.steps_per_epoch, stop - step,
                                         preempt.vote())
                 if run.config.nan_policy == "stop":
@@ -286,7 +312,8 @@ def train_and_evaluate(
             if write_dir != workdir:  # Restored from the shared workdir, saved to scratch.
                 manager = train_state.make_manager(state, write_dir, config.keep_checkpoints)
             writers = SummaryWriters(write_dir)
-            run = Run(config, state, strategy, splits, writers, manager, log, process_start)
+            run = Run(config, state, strategy, splits, writers, manager, log, process_start,
+                      device)
             _log_setup(run, device, restored)
             workdirs.write_config(write_dir, config)
             try:
