@@ -15,7 +15,9 @@ from mnist_tf.model.mlp import MLP
 from mnist_tf.training import trainer
 from mnist_tf.training.steps import all_finite
 
-SMALL = dict(hidden_sizes=(32,), batch_size=32, epochs=3, validation_size=0,
+# Without XLA (the default): these tests need the arithmetic, and compiling would
+# double their time; the XLA path has tests of its own.
+SMALL = dict(jit_compile=False, hidden_sizes=(32,), batch_size=32, epochs=3, validation_size=0,
              log_every_steps=5, checkpoint_every_steps=5, eval_batch_size=50,
              histogram_every_steps=0, learning_rate=3e-3, deterministic=True)
 
@@ -158,8 +160,8 @@ def poisoned_gradients(monkeypatch):
 
 @pytest.mark.parametrize("fast", [False, True], ids=["tf.data", "device_loop"])
 def test_a_nan_gradient_with_a_finite_loss_stops_the_run(tmp_path, poisoned_gradients, fast):
-    config = TrainConfig(**SMALL, data_on_device=fast, steps_per_call=4 if fast else 1,
-                         jit_compile=fast)
+    config = TrainConfig(**{**SMALL, "jit_compile": fast}, data_on_device=fast,
+                         steps_per_call=4 if fast else 1)
     lines = []
     with pytest.raises(TrainingDiverged) as error:
         trainer.train_and_evaluate(config, str(tmp_path), splits=splits_with_a_marked_example(),

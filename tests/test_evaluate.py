@@ -18,7 +18,10 @@ from mnist_tf.training import trainer
 
 REPO = Path(__file__).resolve().parents[1]
 # Checkpoints at steps 10, 20 and 30; 100 validation examples carved from 600.
-SMALL = dict(hidden_sizes=(32,), batch_size=32, train_steps=30, validation_size=100,
+# Without XLA (the default): these tests need the arithmetic, and compiling would
+# double their time; the XLA path has tests of its own.
+SMALL = dict(jit_compile=False,
+             hidden_sizes=(32,), batch_size=32, train_steps=30, validation_size=100,
              learning_rate=3e-3, log_every_steps=10, checkpoint_every_steps=10,
              eval_batch_size=64)
 

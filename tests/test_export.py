@@ -17,7 +17,10 @@ from mnist_tf.errors import CheckpointError, UserError
 from mnist_tf.training import trainer
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = dict(hidden_sizes=(32,), batch_size=32, train_steps=30, validation_size=0,
+# Without XLA (the default): these tests need the arithmetic, and compiling would
+# double their time; the XLA path has tests of its own.
+SMALL = dict(jit_compile=False,
+             hidden_sizes=(32,), batch_size=32, train_steps=30, validation_size=0,
              learning_rate=3e-3, log_every_steps=10, checkpoint_every_steps=10,
              eval_batch_size=64)
 

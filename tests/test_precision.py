@@ -124,7 +124,9 @@ def test_cli_rejects_an_unknown_precision(tmp_path):
     assert_usage_error(result, "--precision", "fp16", "mixed_float16")
 
 
-SMALL = dict(hidden_sizes=(64,), batch_size=32, epochs=4, validation_size=100,
+# Without XLA (the default): these tests need the arithmetic, and compiling would
+# double their time; the XLA path has tests of its own.
+SMALL = dict(jit_compile=False, hidden_sizes=(64,), batch_size=32, epochs=4, validation_size=100,
              learning_rate=3e-3, log_every_steps=5, checkpoint_every_steps=30,
              eval_batch_size=64, histogram_every_steps=0)
 

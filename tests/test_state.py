@@ -14,7 +14,10 @@ from mnist_tf.training import state as train_state
 from mnist_tf.training import trainer
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mnist_tf"
-SMALL = dict(hidden_sizes=(16,), batch_size=50, validation_size=100, log_every_steps=5,
+# Without XLA (the default): these tests need the arithmetic, and compiling would
+# double their time; the XLA path has tests of its own.
+SMALL = dict(jit_compile=False,
+             hidden_sizes=(16,), batch_size=50, validation_size=100, log_every_steps=5,
              checkpoint_every_steps=5, eval_batch_size=100, histogram_every_steps=0)
 
 

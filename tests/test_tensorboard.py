@@ -20,7 +20,10 @@ from mnist_tf.training import evaluation, trainer
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # Never any other address: the test must not listen outside the machine.
-SMALL = dict(hidden_sizes=(16,), batch_size=32, validation_size=100, log_every_steps=4,
+# Without XLA (the default): these tests need the arithmetic, and compiling would
+# double their time; the XLA path has tests of its own.
+SMALL = dict(jit_compile=False,
+             hidden_sizes=(16,), batch_size=32, validation_size=100, log_every_steps=4,
              eval_batch_size=64)
 PARAMETERS = ("hidden_0/kernel", "hidden_0/bias", "logits/kernel", "logits/bias")
 
