@@ -27,6 +27,26 @@ def _first_diverged(output: StepOutput) -> tf.Tensor:
     return tf.where(output.diverged, 0, -1)
 
 
+def _step_loop(train_step, count, stop_vote, zero_gradients, batch):
+    """Runs `count` steps on `batch(i)`; returns the last (loss, gradients), diverged_at, stop.
+
+    A while loop on a tensor `count`: `tf.range(count)` would make XLA want
+    `count` as a compile-time constant (one compilation per distinct count).
+    `diverged_at` is the index of the first step that diverged (-1: none).
+    """
+    def body(i, loss, gradients, diverged_at, stop):
+        images, labels = batch(i)
+        output = train_step(images, labels, stop_vote)
+        diverged_at = tf.where((diverged_at < 0) & output.diverged, i, diverged_at)
+        return i + 1, output.loss, output.gradients, diverged_at, output.stop
+
+    _, loss, gradients, diverged_at, stop = tf.while_loop(
+        lambda i, *_: i < count, body,
+        (tf.constant(0, tf.int32), tf.constant(0.0), zero_gradients,
+         tf.constant(-1, tf.int32), tf.constant(False)))
+    return loss, gradients, diverged_at, stop
+
+
 class IteratorRunner:
     """Several steps per traced call over a tf.data iterator: the default path.
 
@@ -54,17 +74,9 @@ class IteratorRunner:
         self.steps_per_call = steps_per_call
 
         def chunk_loop(images, labels, count, stop_vote):
-            def body(i, loss, gradients, diverged_at, stop):
-                # A gather, not a slice: XLA would take a slice's start as a constant.
-                output = train_step(tf.gather(images, i), tf.gather(labels, i), stop_vote)
-                diverged_at = tf.where((diverged_at < 0) & output.diverged, i, diverged_at)
-                return i + 1, output.loss, output.gradients, diverged_at, output.stop
-
-            _, loss, gradients, diverged_at, stop = tf.while_loop(
-                lambda i, *_: i < count, body,
-                (tf.constant(0, tf.int32), tf.constant(0.0), zero_gradients,
-                 tf.constant(-1, tf.int32), tf.constant(False)))
-            return loss, gradients, diverged_at, stop
+            # A gather, not a slice: XLA would take a slice's start as a constant.
+            return _step_loop(train_step, count, stop_vote, zero_gradients,
+                              lambda i: (tf.gather(images, i), tf.gather(labels, i)))
 
         shape = [steps_per_call, batch_size]
         signature = [tf.TensorSpec(shape + [NUM_PIXELS], train.images.dtype, name="images"),
@@ -123,22 +135,13 @@ class DeviceLoopRunner:
         positions = tf.range(batch_size, dtype=tf.int32)
 
         def train_loop(order, first_batch, count, stop_vote):
-            def body(i, loss, gradients, diverged_at, stop):
+            def batch(i):
                 # A gather, not tf.slice: XLA treats a slice's start as a
                 # compile-time constant and would recompile for every call.
                 index = tf.gather(order, (first_batch + i) * batch_size + positions)
-                output = train_step(tf.gather(images, index), tf.gather(labels, index),
-                                    stop_vote)
-                diverged_at = tf.where((diverged_at < 0) & output.diverged, i, diverged_at)
-                return i + 1, output.loss, output.gradients, diverged_at, output.stop
+                return tf.gather(images, index), tf.gather(labels, index)
 
-            # A while loop on a tensor `count`: `tf.range(count)` would make
-            # XLA want `count` as a compile-time constant.
-            _, loss, gradients, diverged_at, stop = tf.while_loop(
-                lambda i, *_: i < count, body,
-                (tf.constant(0, tf.int32), tf.constant(0.0), zero_gradients,
-                 tf.constant(-1, tf.int32), tf.constant(False)))
-            return loss, gradients, diverged_at, stop
+            return _step_loop(train_step, count, stop_vote, zero_gradients, batch)
 
         signature = [tf.TensorSpec([self._num_train], tf.int32, name="order"),
                      tf.TensorSpec([], tf.int32, name="first_batch"),
