@@ -22,17 +22,31 @@ SMALL = dict(jit_compile=False, hidden_sizes=(32,), batch_size=32, epochs=3, val
              histogram_every_steps=0, learning_rate=3e-3, deterministic=True)
 
 
-def splits_with_a_poisoned_example(index=100):
-    """320 synthetic training digits (10 steps per epoch), one of them holding a NaN pixel."""
+def splits_with_a_pixel(value, index=100):
+    """320 synthetic digits (10 steps per epoch); example `index` has `value` at pixel 300."""
     images, labels = synthetic_digits(320, seed=5)
     train = pipeline.from_arrays(images, labels)
     # Float pixels in [0, 1] (the steps take float input as it is): uint8 has no NaN.
-    poisoned = train.images.numpy().astype(np.float32) / 255.0
-    poisoned[index, 300] = np.nan
+    pixels = train.images.numpy().astype(np.float32) / 255.0
+    pixels[index, 300] = value
     test = pipeline.from_arrays(*synthetic_digits(100, seed=6))
-    return pipeline.Splits(train=pipeline.Examples(tf.constant(poisoned), train.labels),
+    return pipeline.Splits(train=pipeline.Examples(tf.constant(pixels), train.labels),
                            validation=None, test=test, num_train=320, num_validation=0,
                            num_test=100)
+
+
+def splits_with_a_poisoned_example():
+    """One training example holds a NaN pixel."""
+    return splits_with_a_pixel(np.nan)
+
+
+def assert_checkpoint_finite(workdir):
+    """Every floating-point variable of the workdir's newest checkpoint is finite."""
+    weights = tf.train.load_checkpoint(str(workdir / "checkpoints"))
+    for name in weights.get_variable_to_shape_map():
+        value = weights.get_tensor(name)
+        if np.issubdtype(np.asarray(value).dtype, np.floating):
+            assert np.isfinite(value).all(), name
 
 
 def run(config, workdir):
@@ -67,11 +81,7 @@ def test_skip_step_skips_each_poisoned_batch_and_trains_on(tmp_path):
     assert results["skipped_steps"] == 3  # Once per epoch.
     assert results["global_step"] == 30
     assert results["test_accuracy"] > 0.9
-    weights = tf.train.load_checkpoint(str(tmp_path / "checkpoints"))
-    for name in weights.get_variable_to_shape_map():
-        value = weights.get_tensor(name)
-        if np.issubdtype(np.asarray(value).dtype, np.floating):
-            assert np.isfinite(value).all(), name
+    assert_checkpoint_finite(tmp_path)
 
 
 def test_a_learning_rate_that_diverges_stops_the_cli_with_one_line(tmp_path, small_data_dir):
@@ -129,15 +139,9 @@ def test_a_run_with_skipped_steps_resumes_exactly(tmp_path, precision):
 MARKER = 0.123
 
 
-def splits_with_a_marked_example(index=100):
-    images, labels = synthetic_digits(320, seed=5)
-    train = pipeline.from_arrays(images, labels)
-    marked = train.images.numpy().astype(np.float32) / 255.0
-    marked[index, 300] = MARKER
-    test = pipeline.from_arrays(*synthetic_digits(100, seed=6))
-    return pipeline.Splits(train=pipeline.Examples(tf.constant(marked), train.labels),
-                           validation=None, test=test, num_train=320, num_validation=0,
-                           num_test=100)
+def splits_with_a_marked_example():
+    """One training example holds the (finite) marker pixel."""
+    return splits_with_a_pixel(MARKER)
 
 
 @pytest.fixture
@@ -178,11 +182,7 @@ def test_a_nan_gradient_with_a_finite_loss_stops_the_run(tmp_path, poisoned_grad
     saved = sorted(int(name.split("-")[1].split(".")[0])
                    for name in checkpoint_files(tmp_path) if name.endswith(".index"))
     assert all(s < step for s in saved)
-    weights = tf.train.load_checkpoint(str(tmp_path / "checkpoints"))
-    for name in weights.get_variable_to_shape_map():
-        value = weights.get_tensor(name)
-        if np.issubdtype(np.asarray(value).dtype, np.floating):
-            assert np.isfinite(value).all(), name
+    assert_checkpoint_finite(tmp_path)
 
 
 def test_skip_step_skips_a_nan_gradient_with_a_finite_loss(tmp_path, poisoned_gradients):

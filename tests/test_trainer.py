@@ -196,20 +196,11 @@ def test_steps_per_call_and_the_path_do_not_change_the_result(tmp_path, small_da
         assert piped["params_sha256"] == one["params_sha256"]
 
 
-def test_the_tf_data_path_resumes_exactly_mid_call(tmp_path, small_data_dir):
+@pytest.mark.parametrize("data_on_device", [False, True], ids=["tf.data", "device_loop"])
+def test_both_paths_resume_exactly_mid_call(tmp_path, small_data_dir, data_on_device):
     # 23 is not a multiple of the 4 steps per call: the resumed run's chunks
-    # start at batch 8 of epoch 1 and must still hold the same batches.
-    config = dict(FAST, data_on_device=False, steps_per_call=4)
-    straight, _ = run(TrainConfig(**config, train_steps=41), tmp_path / "straight",
-                      small_data_dir)
-    run(TrainConfig(**config, train_steps=23), tmp_path / "resumed", small_data_dir)
-    resumed, _ = run(TrainConfig(**config, train_steps=41), tmp_path / "resumed",
-                     small_data_dir)
-    assert resumed["params_sha256"] == straight["params_sha256"]
-
-
-def test_data_on_device_resumes_exactly(tmp_path, small_data_dir):
-    config = dict(FAST, steps_per_call=4)
+    # (tf.data) start at batch 8 of epoch 1 and must still hold the same batches.
+    config = dict(FAST, data_on_device=data_on_device, steps_per_call=4)
     straight, _ = run(TrainConfig(**config, train_steps=41), tmp_path / "straight",
                       small_data_dir)
     run(TrainConfig(**config, train_steps=23), tmp_path / "resumed", small_data_dir)
