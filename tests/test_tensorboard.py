@@ -173,7 +173,8 @@ def test_images_come_from_the_same_pass_as_the_test_metrics(tmp_path, small_data
     model = MLP((16,), seed=0)
     metrics = Metrics()
     eval_step = make_eval_step(model, metrics, batch_size=64)
-    result = evaluation.evaluate(eval_step, metrics, splits.test, 64, max_mistakes=5)
+    result = evaluation.evaluate(eval_step, metrics, pipeline.eval_batches(splits.test, 64),
+                                 max_mistakes=5)
 
     assert result.confusion.sum() == splits.num_test == 200  # Padding rows excluded.
     correct = int(result.confusion.trace())
@@ -184,7 +185,8 @@ def test_images_come_from_the_same_pass_as_the_test_metrics(tmp_path, small_data
     assert (probabilities.argmax(axis=1) == predicted).all()
     assert eval_step.experimental_get_tracing_count() == 1
     assert set(evaluation.evaluation_images(result)) == {"confusion_matrix", "misclassified"}
-    assert evaluation.evaluate(eval_step, metrics, splits.test, 64).confusion is None
+    batches = pipeline.eval_batches(splits.test, 64)
+    assert evaluation.evaluate(eval_step, metrics, batches).confusion is None
 
 
 def test_histogram_buckets_match_numpy():

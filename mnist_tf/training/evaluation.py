@@ -9,7 +9,6 @@ import tensorflow as tf
 
 from mnist_tf import analysis, images
 from mnist_tf.constants import NUM_CLASSES, NUM_PIXELS
-from mnist_tf.data import pipeline
 from mnist_tf.training.steps import Metrics
 
 
@@ -34,17 +33,17 @@ class Evaluation:
 def evaluate(
     eval_step,
     metrics: Metrics,
-    examples: tf.data.Dataset,
-    batch_size: int,
+    batches: tf.data.Dataset,
     max_mistakes: int | None = None,
 ) -> Evaluation:
-    """Runs `eval_step` over all of `examples`.
+    """Runs `eval_step` over all of a split's `batches`.
 
     Args:
         eval_step: from `make_eval_step`, bound to `metrics`.
         metrics: reset here, then read once at the end.
-        examples: unbatched (image, label) examples.
-        batch_size: the eval step's static batch size.
+        batches: the split's `pipeline.eval_batches` at the eval step's
+            static batch size (built once per run: building it costs more
+            than a small model's pass over it).
         max_mistakes: if not None, also builds the confusion matrix and keeps
             up to this many misclassified examples, from the same pass. That
             reads each batch's predictions back to the host, so only the split
@@ -58,7 +57,7 @@ def evaluate(
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
     wrong_images, wrong_labels, wrong_predicted = [], [], []
     kept = 0
-    for batch_images, labels, mask in pipeline.eval_batches(examples, batch_size):
+    for batch_images, labels, mask in batches:
         predicted = eval_step(batch_images, labels, mask)
         if not analyse:
             continue

@@ -83,6 +83,9 @@ class Run:
         self.eval_metrics = Metrics(name="eval_metrics")
         self.eval_step = make_eval_step(state.model, self.eval_metrics, config.eval_batch_size,
                                         config.jit_compile, splits.test.images.dtype)
+        named = {"validation": splits.validation, "test": splits.test}
+        self.eval_batches = {split: pipeline.eval_batches(examples, config.eval_batch_size)
+                             for split, examples in named.items() if examples is not None}
         self.runner = _make_runner(config, state, self.schedule, self.train_metrics, splits,
                                    strategy, device, log)
         self.output = None
@@ -115,12 +118,9 @@ class Run:
     def evaluate(self, step: int) -> None:
         """Evaluates validation and test; the test split also gets its pictures."""
         results = {}
-        named = {"validation": self.splits.validation, "test": self.splits.test}
-        for split, examples in named.items():
-            if examples is None:
-                continue
+        for split, batches in self.eval_batches.items():
             evaluation = evaluate(
-                self.eval_step, self.eval_metrics, examples, self.config.eval_batch_size,
+                self.eval_step, self.eval_metrics, batches,
                 max_mistakes=MAX_MISCLASSIFIED_IMAGES if split == "test" else None)
             results[split] = evaluation.metrics
             self.writers.scalars(split, step, {k: results[split][k] for k in ("loss", "accuracy")})
