@@ -4,8 +4,12 @@ A training workdir holds:
 
     config.json   the run's `TrainConfig` (`write_config`, `read_config`); a
                   resumed run is checked against it (`check_resume`)
-    results.json  the final metrics (`write_results`)
-    train.lock    held while a run trains there (`lock`)
+    results.json  the final metrics (`write_results`); the record of the run, which
+                  a re-run of a complete run leaves as it is (`read_results`)
+    reevaluation.json  such a re-run's fresh evaluation of the restored model
+                  (`write_reevaluation`)
+    train.lock    held while a run trains there (`lock`): the holder's pid, empty
+                  when none
     checkpoints/  see mnist_tf/training/checkpoints.py
     summaries/    see mnist_tf/training/summaries.py
 
@@ -27,6 +31,7 @@ from mnist_tf.errors import UserError
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
+REEVALUATION_FILE = "reevaluation.json"
 LOCK_FILE = "train.lock"
 CHECKPOINT_SUBDIR = "checkpoints"  # tf.train.CheckpointManager's directory.
 
@@ -53,7 +58,8 @@ def lock(workdir: str) -> Iterator[None]:
     An OS-level `flock` on `workdir/train.lock`: the kernel releases it when the
     process ends, however it ends (SIGKILL, a crash), so a dead run never
     leaves the workdir locked. The holder's pid is written into the file for
-    the error message.
+    the error message, and removed again on release, so a run that changes
+    nothing (the re-run of a complete run) leaves the file as it found it.
 
     Raises:
         UserError: if another live process holds the lock.
@@ -77,7 +83,10 @@ def lock(workdir: str) -> Iterator[None]:
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
-        yield
+        try:
+            yield
+        finally:
+            handle.truncate(0)  # While still held: no other run's pid is erased.
     finally:
         handle.close()  # Closing releases the lock.
 
@@ -90,6 +99,27 @@ def write_config(workdir: str, config: TrainConfig) -> None:
 def write_results(workdir: str, results: dict) -> None:
     """Writes `results` as `workdir/results.json` (atomically)."""
     files.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
+
+
+def read_results(workdir: str) -> dict | None:
+    """The results.json a finished run wrote in `workdir`; None if missing or unreadable."""
+    try:
+        with open(os.path.join(workdir, RESULTS_FILE)) as f:
+            results = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return results if isinstance(results, dict) else None
+
+
+def write_reevaluation(workdir: str, evaluation: dict) -> str:
+    """Writes a re-run's fresh evaluation as `workdir/reevaluation.json` (atomically).
+
+    Returns:
+        The file's path.
+    """
+    path = os.path.join(workdir, REEVALUATION_FILE)
+    files.write_json_atomic(path, evaluation)
+    return path
 
 
 def read_config(workdir: str) -> TrainConfig:

@@ -200,6 +200,8 @@ def test_the_lock_refuses_a_second_holder_until_released(tmp_path):
         with pytest.raises(UserError, match=r"in use by another training run \(pid \d+\)"):
             with workdir.lock(str(tmp_path)):
                 pass
+    # Released: the pid is gone, so a run that changes nothing leaves the file as it was.
+    assert (tmp_path / workdir.LOCK_FILE).read_text() == ""
     with workdir.lock(str(tmp_path)):
         pass
 

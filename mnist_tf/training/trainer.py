@@ -9,11 +9,14 @@ Workdir layout:
     summaries/        TensorBoard runs: train/, validation/, test/, hparams/
                       (see mnist_tf/training/summaries.py for what each holds)
     results.json      final metrics, throughput, params_sha256 and flags
+    reevaluation.json a re-run's fresh evaluation of a complete run (results.json,
+                      config.json and the summaries are then left as they are)
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import shutil
@@ -116,17 +119,24 @@ class Run:
         self.saved_step = step
 
     def evaluate(self, step: int) -> None:
-        """Evaluates validation and test; the test split also gets its pictures."""
-        results = {}
+        """Evaluates validation and test; the test split also gets its pictures.
+
+        A run without writers (the re-run of a complete run) writes no summaries.
+        """
+        results, writers = {}, self.writers
         for split, batches in self.eval_batches.items():
             evaluation = evaluate(
                 self.eval_step, self.eval_metrics, batches,
-                max_mistakes=MAX_MISCLASSIFIED_IMAGES if split == "test" else None)
+                max_mistakes=(MAX_MISCLASSIFIED_IMAGES if split == "test" and writers is not None
+                              else None))
             results[split] = evaluation.metrics
-            self.writers.scalars(split, step, {k: results[split][k] for k in ("loss", "accuracy")})
+            if writers is None:
+                continue
+            writers.scalars(split, step, {k: results[split][k] for k in ("loss", "accuracy")})
             if evaluation.confusion is not None:
-                self.writers.images(split, step, evaluation_images(evaluation))
-        self.writers.flush()
+                writers.images(split, step, evaluation_images(evaluation))
+        if writers is not None:
+            writers.flush()
         self.evaluations, self.evaluated_step = results, step
 
 
@@ -311,13 +321,24 @@ def train_and_evaluate(
                                                     max_to_keep=config.keep_checkpoints)
             if write_dir != workdir:  # Restored from the shared workdir, saved to scratch.
                 manager = train_state.make_manager(state, write_dir, config.keep_checkpoints)
-            writers = SummaryWriters(write_dir)
-            run = Run(config, state, strategy, splits, writers, manager, log, process_start,
+            run = Run(config, state, strategy, splits, None, manager, log, process_start,
                       device)
-            _log_setup(run, device, restored)
+            recorded = _recorded_results(run, workdir, restored)
+            _log_setup(run, device, restored, complete=recorded is not None)
+            if recorded is not None:  # Nothing left to train: the run's record stays as is.
+                return _reevaluate(run, recorded, workdir, restored, chief)
+            # (Created only now: a writer creates its event file at once.)
+            run.writers = writers = SummaryWriters(write_dir)
             workdirs.write_config(write_dir, config)
             try:
                 results = _train_and_finish(run, source, restored, stop_request)
+            except preemption.Stopped as stopped:
+                if chief:
+                    raise
+                # This worker's checkpoint is in its scratch directory, deleted
+                # below; the run's is the chief's, saved at the same step.
+                raise preemption.Stopped(stopped.signum, stopped.step, os.path.join(
+                    workdir, workdirs.CHECKPOINT_SUBDIR, f"ckpt-{stopped.step}")) from None
             finally:
                 writers.close()  # Also on errors: the events written so far are kept.
             return _report(run, results, write_dir, workdir)
@@ -338,11 +359,12 @@ def _load_data(config, splits, data_dir, manual_dir, allow_download, log):
     return source, splits
 
 
-def _log_setup(run: Run, device: str, restored: str | None) -> None:
+def _log_setup(run: Run, device: str, restored: str | None, complete: bool = False) -> None:
     """Logs where the run resumes, its device, distribution, precision and model."""
     config, state, log = run.config, run.state, run.log
     if restored:
-        log(f"Resuming from {restored} at step {state.step}")
+        log(f"Restored {restored}: the run is complete (step {state.step} of {run.total_steps})"
+            if complete else f"Resuming from {restored} at step {state.step}")
     log(f"Device: {devices.describe(device)}" + (
         "; TF32 matmuls on" if config.enable_tensor_float_32 and device.startswith("/GPU")
         else ""))
@@ -413,16 +435,78 @@ def _results(run: Run, step: int, source) -> dict:
     }
 
 
+def _metrics_text(results: dict) -> str:
+    """"step N, test accuracy A, test loss L, validation accuracy V", as the Done line says."""
+    val = results.get("validation_accuracy")
+    return (f"step {results['global_step']}, test accuracy {results['test_accuracy']:.2%}, "
+            f"test loss {results['test_loss']:.4f}"
+            + (f", validation accuracy {val:.2%}" if val is not None else ""))
+
+
 def _report(run: Run, results: dict, write_dir: str, workdir: str) -> dict:
     """Writes results.json and logs the closing lines; returns `results`."""
     workdirs.write_results(write_dir, results)
     run.log(f"Parameters: sha256 {results['params_sha256']}")
-    val, rate = results["validation_accuracy"], results["train_examples_per_second"]
-    run.log(f"Done: step {results['global_step']}, test accuracy {results['test_accuracy']:.2%}, "
-            f"test loss {results['test_loss']:.4f}"
-            + (f", validation accuracy {val:.2%}" if val is not None else "")
-            + f"; {'n/a' if rate is None else f'{rate:,.0f}'} train examples/s; "
+    rate = results["train_examples_per_second"]
+    run.log(f"Done: {_metrics_text(results)}; "
+            f"{'n/a' if rate is None else f'{rate:,.0f}'} train examples/s; "
             f"{results['wall_seconds']:.1f}s wall. Results: "
             + (os.path.join(workdir, workdirs.RESULTS_FILE) if write_dir == workdir
                else "written by the chief"))
     return results
+
+
+def _recorded_results(run: Run, workdir: str, restored: str | None) -> dict | None:
+    """The results.json of a complete run, or None if there is training (or finishing) to do.
+
+    Complete: the restored checkpoint is at or past the run's length and
+    results.json records that very step. A longer --epochs/--train_steps
+    (under --lr_schedule=constant) is not complete; nor is a run whose
+    results.json is missing, unreadable or older than its checkpoint (it
+    stopped between its last save and its results): it is finished as before.
+    """
+    if not restored or run.state.step < run.total_steps:
+        return None
+    recorded = workdirs.read_results(workdir)
+    if recorded is None or recorded.get("global_step") != run.state.step:
+        return None
+    return recorded
+
+
+def _reevaluate(run: Run, recorded: dict, workdir: str, restored: str, chief: bool) -> dict:
+    """The re-run of a complete run: prints its recorded results and evaluates it afresh.
+
+    results.json, config.json, the checkpoints and the summaries are the record
+    of the run and stay byte for byte as they are; the fresh evaluation goes to
+    reevaluation.json (written by the chief). Returns the recorded results.
+    """
+    step, config = run.state.step, run.config
+    results_path = os.path.join(workdir, workdirs.RESULTS_FILE)
+    rate = recorded.get("train_examples_per_second")
+    run.log(f"Recorded results ({results_path}): {_metrics_text(recorded)}"
+            + (f"; {rate:,.0f} train examples/s" if rate else "")
+            + (f"; {recorded['wall_seconds']:.1f}s wall" if recorded.get("wall_seconds") else ""))
+    longer = ("a larger --epochs or --train_steps would train on" if config.lr_schedule ==
+              "constant" else "under --lr_schedule=cosine the length is fixed: train longer "
+              "in another --workdir")
+    run.log(f"Nothing left to train ({longer}); evaluating the restored model again. "
+            "results.json, config.json and the summaries are left as they are")
+    run.evaluate(step)
+    fresh = {
+        "global_step": step,
+        "checkpoint": restored,
+        **{f"{split}_{name}": run.evaluations.get(split, {}).get(name)
+           for split in ("test", "validation") for name in ("accuracy", "loss")},
+        "params_sha256": params_sha256(run.state.model),
+        "unix_time": round(time.time(), 3),
+    }
+    path = "written by the chief"
+    if chief:
+        path = workdirs.write_reevaluation(workdir, fresh)
+    run.log(f"Parameters: sha256 {fresh['params_sha256']}")
+    same = all(math.isclose(fresh[key], recorded.get(key) or 0.0, rel_tol=1e-5)
+               for key in ("test_accuracy", "test_loss"))
+    run.log(f"Re-evaluated: {_metrics_text(fresh)}"
+            + (" (as recorded)" if same else " (differs from the recorded results)")
+            + f". Written: {path}")
+    return recorded

@@ -1,0 +1,102 @@
+"""Running a complete run again leaves its record as it is; a longer run trains on."""
+
+import json
+import os
+
+import pytest
+from conftest import synthetic_digits
+
+from mnist_tf import workdir as workdirs
+from mnist_tf.config import TrainConfig
+
+tf = pytest.importorskip("tensorflow")
+
+from mnist_tf.data import pipeline  # noqa: E402
+from mnist_tf.training import trainer  # noqa: E402
+
+
+def small_splits():
+    return pipeline.Splits(
+        train=pipeline.from_arrays(*synthetic_digits(100, seed=1)),
+        validation=pipeline.from_arrays(*synthetic_digits(40, seed=3)),
+        test=pipeline.from_arrays(*synthetic_digits(50, seed=2)),
+        num_train=100, num_validation=40, num_test=50)
+
+
+def small_config(**overrides):
+    fields = dict(hidden_sizes=(8,), batch_size=20, train_steps=4, lr_schedule="constant",
+                  log_every_steps=2, histogram_every_steps=0, eval_batch_size=50,
+                  jit_compile=False, steps_per_call=2)
+    return TrainConfig(**{**fields, **overrides})
+
+
+def snapshot(root):
+    """The bytes of every file under `root`, by path relative to it."""
+    files = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, root)] = f.read()
+    return files
+
+
+def train(config, workdir, splits):
+    lines = []
+    results = trainer.train_and_evaluate(config, workdir, splits=splits, log=lines.append)
+    return results, lines
+
+
+def test_a_rerun_of_a_complete_run_changes_no_file_and_writes_its_evaluation_apart(tmp_path):
+    workdir, splits = str(tmp_path / "run"), small_splits()
+    first, _ = train(small_config(), workdir, splits)
+    before = snapshot(workdir)
+    assert {workdirs.RESULTS_FILE, workdirs.CONFIG_FILE} <= set(before)
+    assert sum("tfevents" in path for path in before) >= 4  # train, validation, test, hparams.
+
+    # The same command again, with a setting that may change on resume: config.json
+    # would record it if it were rewritten.
+    again, lines = train(small_config(log_every_steps=1), workdir, splits)
+
+    after = snapshot(workdir)
+    fresh = json.loads(after.pop(workdirs.REEVALUATION_FILE))
+    assert after == before  # Byte for byte, and no new file (no new event file either).
+    assert again == json.loads(before[workdirs.RESULTS_FILE])  # The record, returned as is.
+    assert fresh["global_step"] == 4 and fresh["checkpoint"].endswith("ckpt-4")
+    assert fresh["params_sha256"] == first["params_sha256"]
+    assert fresh["test_accuracy"] == first["test_accuracy"]
+    assert fresh["validation_loss"] == pytest.approx(first["validation_loss"], rel=1e-6)
+    # The console: the recorded results first, then the fresh evaluation.
+    restored, = [line for line in lines if line.startswith("Restored ")]
+    assert restored.endswith("ckpt-4: the run is complete (step 4 of 4)")
+    recorded = next(i for i, line in enumerate(lines) if line.startswith("Recorded results ("))
+    reevaluated = next(i for i, line in enumerate(lines) if line.startswith("Re-evaluated: "))
+    assert recorded < reevaluated
+    assert f"step 4, test accuracy {first['test_accuracy']:.2%}" in lines[recorded]
+    assert lines[reevaluated].endswith(
+        f"(as recorded). Written: {os.path.join(workdir, workdirs.REEVALUATION_FILE)}")
+    assert not any(line.startswith(("step ", "Done: ")) for line in lines)
+
+
+def test_a_longer_run_trains_on_and_a_run_without_results_is_finished(tmp_path):
+    workdir, splits = str(tmp_path / "run"), small_splits()
+    train(small_config(), workdir, splits)
+    events = {path for path in snapshot(workdir) if "tfevents" in path}
+
+    # More steps under a constant schedule: not complete, so it trains as before.
+    longer, lines = train(small_config(train_steps=6), workdir, splits)
+    assert longer["global_step"] == 6
+    assert any(line.startswith("Resuming from ") and line.endswith("at step 4") for line in lines)
+    files = snapshot(workdir)
+    assert json.loads(files[workdirs.RESULTS_FILE])["global_step"] == 6
+    assert workdirs.REEVALUATION_FILE not in files
+    assert {path for path in files if "tfevents" in path} > events
+
+    # A run that stopped between its last checkpoint and results.json is finished,
+    # results.json included, not taken for complete.
+    os.remove(os.path.join(workdir, workdirs.RESULTS_FILE))
+    finished, lines = train(small_config(train_steps=6), workdir, splits)
+    assert finished["global_step"] == 6 and os.path.exists(
+        os.path.join(workdir, workdirs.RESULTS_FILE))
+    assert any(line.startswith("Already trained to step 6 of 6") for line in lines)
+    assert workdirs.REEVALUATION_FILE not in os.listdir(workdir)
