@@ -9,6 +9,8 @@ import tempfile
 
 from absl import app, flags
 
+from mnist_tf.errors import UserError
+
 # TensorFlow's C++ logging (oneDNN, CUDA probing) is noise for users; must be
 # set before TensorFlow is imported. MNIST_TF_VERBOSE=1 keeps it.
 VERBOSE = bool(os.environ.get("MNIST_TF_VERBOSE"))
@@ -67,10 +69,17 @@ def import_tensorflow_quietly(setup=None):
     return tf
 
 
+# The flags defined below (--data_dir, --manual_dir, --download) are key flags
+# of the entry point that calls `define_data_flags`, not of this module:
+# `--helpshort` lists the main module's key flags only, and would leave them out.
+flags.disclaim_key_flags()
+
+
 def define_data_flags() -> None:
     """Defines --data_dir, --manual_dir and --download (see mnist_tf.data.sources).
 
-    Called only from entry points' define_*_flags functions.
+    Called only from entry points' define_*_flags functions; the flags are
+    listed by that entry point's `--helpshort`.
     """
     flags.DEFINE_string("data_dir", None,
                         "TFDS data directory (default: $TFDS_DATA_DIR, else TFDS's default).")
@@ -92,13 +101,92 @@ def parse_flags(argv: list[str]) -> list[str]:
     """Parses flags with absl, reporting bad flags on one line with exit status 2.
 
     absl's default prints a multi-line message and exits 1; users get one line
-    naming the flag instead.
+    naming the flag instead. Before absl reads them, `--config=NAME` (where the
+    entry point defines --config) becomes `--flagfile=` the shipped config's
+    path, and a `--flagfile` that cannot be read is reported with the path
+    tried and the fix.
     """
     try:
+        if "config" in flags.FLAGS:
+            argv = expand_config_flags(argv)
+        check_flagfiles(argv, "config" in flags.FLAGS)
         return flags.FLAGS(argv)
     except flags.Error as e:
-        fail(str(e).strip().splitlines()[0])
+        # absl's own messages may start with "ERROR:: "; ours adds "error: ".
+        fail(re.sub(r"^ERROR:+\s*", "", str(e).strip().splitlines()[0]))
+    except UserError as e:
+        fail(str(e))
     return []  # Unreachable; fail() exits.
+
+
+def _flag_arguments(argv: list[str], name: str) -> list[tuple[int, int, str]]:
+    """Where `--name=VALUE` or `--name VALUE` (or with one dash) appear in `argv[1:]`.
+
+    Returns:
+        (index of the flag, how many arguments it takes up, its value) for
+        each; the scan stops at `--`, as absl's parsing does.
+    """
+    found, index = [], 1
+    while index < len(argv) and argv[index] != "--":
+        flag, equals, value = argv[index].partition("=")
+        if flag in (f"--{name}", f"-{name}"):
+            if equals:
+                found.append((index, 1, value))
+            elif index + 1 < len(argv):
+                found.append((index, 2, argv[index + 1]))
+                index += 1
+        index += 1
+    return found
+
+
+def expand_config_flags(argv: list[str]) -> list[str]:
+    """Replaces each `--config=NAME` in `argv` by `--flagfile=` that shipped config's path.
+
+    In place, so flags after it override its values, as with --flagfile.
+
+    Raises:
+        UserError: for a NAME that is not a shipped config.
+    """
+    from mnist_tf import config
+
+    argv = list(argv)
+    for index, width, name in reversed(_flag_arguments(argv, "config")):
+        argv[index:index + width] = [f"--flagfile={config.shipped_config(name)}"]
+    return argv
+
+
+def check_flagfiles(argv: list[str], has_config_flag: bool) -> None:
+    """Checks that every `--flagfile` on the command line names a readable file.
+
+    absl's own error has no hint ("ERROR:: Unable to open flagfile: [Errno 2]
+    ..."), and a relative path is read from the current directory: the usual
+    surprise when a command from the README is run elsewhere.
+
+    Args:
+        argv: the command line.
+        has_config_flag: whether the entry point takes --config=NAME, to
+            suggest it for a shipped config's file name.
+
+    Raises:
+        UserError: naming the path tried and the fix.
+    """
+    from mnist_tf import config
+
+    for _, _, path in _flag_arguments(argv, "flagfile"):
+        tried = os.path.abspath(os.path.expanduser(path))
+        if os.path.isfile(tried) and os.access(tried, os.R_OK):
+            continue
+        problem = ("is a directory" if os.path.isdir(tried) else
+                   "is not readable" if os.path.exists(tried) else "does not exist")
+        if not os.path.isabs(os.path.expanduser(path)):
+            problem += " (a relative path is read from the current directory)"
+        name = os.path.splitext(os.path.basename(path))[0]
+        if has_config_flag and name in config.shipped_configs():
+            fix = (f"run from the repository root, give the file's full path, or use "
+                   f"--config={name} (the shipped config, from any directory)")
+        else:
+            fix = "give the file's full path, or its path from the current directory"
+        raise UserError(f"--flagfile: {tried} {problem}; {fix}")
 
 
 def run(main) -> None:

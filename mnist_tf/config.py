@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
@@ -34,6 +35,32 @@ FREE = "free"
 RUN_LENGTH = "run_length"
 ON_RESUME = (FIXED, FREE, RUN_LENGTH)
 BOUNDS = ("positive", "non_negative")
+
+# The shipped configs (`--config=NAME`, a flagfile each). They are package data,
+# found beside this module however the package is installed (editable or not);
+# `configs` at the repository root links here, for `--flagfile=configs/NAME.cfg`.
+CONFIGS_SUBDIR = "configs"
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), CONFIGS_SUBDIR)
+CONFIG_SUFFIX = ".cfg"
+
+
+def shipped_configs() -> list[str]:
+    """The names of the shipped configs (`default`, `fast`, ...), sorted."""
+    return sorted(name[:-len(CONFIG_SUFFIX)] for name in os.listdir(CONFIGS_DIR)
+                  if name.endswith(CONFIG_SUFFIX))
+
+
+def shipped_config(name: str) -> str:
+    """The path of the shipped config `name` (`default` or `default.cfg`), for `--config`.
+
+    Raises:
+        UserError: naming the shipped configs, if `name` is none of them.
+    """
+    stem = name[:-len(CONFIG_SUFFIX)] if name.endswith(CONFIG_SUFFIX) else name
+    if stem not in shipped_configs():
+        raise UserError(f"--config: no shipped config {name!r}; choose one of "
+                        f"{', '.join(shipped_configs())}, or give a file with --flagfile=PATH")
+    return os.path.join(CONFIGS_DIR, stem + CONFIG_SUFFIX)
 
 
 class ConfigError(UserError):

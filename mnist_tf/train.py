@@ -11,7 +11,7 @@ _PROCESS_START = time.time()
 from absl import flags, logging  # noqa: E402
 
 from mnist_tf import cli, workdir  # noqa: E402  (cli sets TF's log level before TF loads)
-from mnist_tf.config import TrainConfig, train_flags  # noqa: E402
+from mnist_tf.config import CONFIGS_SUBDIR, TrainConfig, shipped_configs, train_flags  # noqa: E402
 from mnist_tf.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -26,9 +26,15 @@ def define_train_flags() -> None:
     One flag per `TrainConfig` field, from its declaration (mnist_tf/config.py),
     plus the flags that are not part of the run's configuration.
     """
+    # Read by cli.parse_flags before absl parses (it becomes --flagfile=PATH).
+    flags.DEFINE_string("config", None,
+                        f"A shipped config by name ({', '.join(shipped_configs())}: "
+                        f"{CONFIGS_SUBDIR}/NAME.cfg), from any directory; like --flagfile, "
+                        "flags after it override its values (e.g. --config=default --epochs=3).")
     flags.DEFINE_string("workdir", "runs/default",
-                        "Directory for checkpoints, summaries and results.json. A workdir "
-                        "with a checkpoint is resumed.")
+                        "Directory for checkpoints, summaries and results.json, relative to "
+                        "the current directory (the shipped configs' runs/NAME too). A "
+                        "workdir with a checkpoint is resumed.")
     cli.define_data_flags()
     flags.DEFINE_boolean("plot", False,
                          "After training, write curves.png and predictions.png into the "
@@ -53,11 +59,14 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+    if FLAGS.config:  # Only on the command line: one inside a flagfile reaches absl as is.
+        cli.fail(f"--config={FLAGS.config}: give --config on the command line; inside a "
+                 "flagfile, use --flagfile=PATH")
     try:
         config = config_from_flags()
         if not FLAGS.workdir:
             raise UserError("--workdir: must not be empty")
-        workdir.prepare(FLAGS.workdir)
+        print(f"Workdir: {workdir.prepare(FLAGS.workdir)}", flush=True)
         # A contradicting resume is refused before TensorFlow loads (~5 s); the
         # trainer checks again, for library callers.
         workdir.check_resume(FLAGS.workdir, config)
