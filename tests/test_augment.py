@@ -60,3 +60,72 @@ def test_compiles_with_xla():
     out = augment(images, seed).numpy()
     np.testing.assert_array_equal(out, augment(images, seed).numpy())
     assert out.shape == (8, 784) and out.min() >= 0.0 and out.max() <= 1.0 + 1e-6
+
+
+def test_gaussian_smoothing_matrix_is_the_normalised_gaussian_filter():
+    from mnist_tf.data.augment import gaussian_smoothing_matrix
+
+    g = gaussian_smoothing_matrix(2.0)
+    # Far from the border a row sums to 1 (the kernel is normalised)...
+    np.testing.assert_allclose(g[14].sum(), 1.0, rtol=1e-4)
+    # ...and smoothing a unit impulse gives the Gaussian's own weights.
+    impulse = np.zeros(28, np.float32)
+    impulse[14] = 1.0
+    expected = np.exp(-((np.arange(28) - 14) ** 2) / 8.0) / (2.0 * np.sqrt(2 * np.pi))
+    np.testing.assert_allclose(g @ impulse, expected, rtol=1e-5)
+
+
+def test_elastic_field_is_seeded_smooth_and_scaled_by_alpha():
+    from mnist_tf.data.augment import elastic_displacement
+
+    seed = tf.constant([7, 8], tf.int64)
+    a = elastic_displacement(tf.constant(4), 10.0, 4.0, seed).numpy()
+    b = elastic_displacement(tf.constant(4), 10.0, 4.0, seed).numpy()
+    c = elastic_displacement(tf.constant(4), 10.0, 4.0, tf.constant([7, 9], tf.int64)).numpy()
+    twice = elastic_displacement(tf.constant(4), 20.0, 4.0, seed).numpy()
+    assert a.shape == (4, 784, 2)
+    np.testing.assert_array_equal(a, b)  # Same seed, same field.
+    assert not np.allclose(a, c)
+    np.testing.assert_allclose(twice, 2 * a, rtol=1e-6)  # Linear in alpha.
+    # Smooth: neighbouring pixels move almost together, far apart ones do not.
+    field = a[..., 0].reshape(4, 28, 28)
+    neighbours = np.abs(np.diff(field, axis=2)).mean()
+    assert neighbours < 0.2 * np.abs(field).mean()
+    assert np.abs(a).max() < 10.0  # Never beyond alpha: the smoothed noise is in (-1, 1).
+
+
+def test_elastic_distortion_joins_the_affine_warp_in_one_resampling():
+    from mnist_tf.data.augment import elastic_displacement
+
+    images = tf.constant(np.repeat(blob(12, 13), 3, axis=0))
+    seed = tf.constant([3, 4], tf.int64)
+    affine_only = AffineAugment(10, 0.1, 2)
+    elastic = AffineAugment(10, 0.1, 2, elastic_alpha=8.0, elastic_sigma=4.0)
+    plain, warped = affine_only(images, seed).numpy(), elastic(images, seed).numpy()
+    np.testing.assert_array_equal(warped, elastic(images, seed).numpy())  # Seeded.
+    assert not np.allclose(plain, warped)
+    # One resampling: the same as warp() with the affine draws and the field.
+    u = tf.random.stateless_uniform([3, 4], seed, -1.0, 1.0)
+    field = elastic_displacement(tf.constant(3), 8.0, 4.0,
+                                 tf.random.experimental.stateless_fold_in(seed, 1))
+    expected = warp(images, u[:, 0] * (10 * np.pi / 180), 1 + u[:, 1] * 0.1, u[:, 2:4] * 2,
+                    field)
+    np.testing.assert_allclose(warped, expected.numpy(), atol=1e-6)
+    # A zero field is the affine warp itself.
+    zero = warp(images, u[:, 0] * (10 * np.pi / 180), 1 + u[:, 1] * 0.1, u[:, 2:4] * 2,
+                tf.zeros([3, 784, 2]))
+    np.testing.assert_allclose(zero.numpy(), plain, atol=1e-6)
+
+
+def test_elastic_distortion_is_the_same_under_xla():
+    elastic = AffineAugment(10, 0.1, 2, elastic_alpha=8.0, elastic_sigma=4.0)
+    images = tf.random.stateless_uniform([8, 784], seed=[0, 1])
+    seed = tf.constant([1, 2], tf.int64)
+    from mnist_tf.data.augment import elastic_displacement
+
+    compiled = tf.function(elastic_displacement, jit_compile=True)
+    np.testing.assert_allclose(compiled(tf.constant(8), 8.0, 4.0, seed).numpy(),
+                               elastic_displacement(tf.constant(8), 8.0, 4.0, seed).numpy(),
+                               atol=1e-5)
+    out = tf.function(elastic, jit_compile=True)(images, seed).numpy()
+    assert out.shape == (8, 784) and np.isfinite(out).all()
