@@ -1,4 +1,4 @@
-"""Command line: `python -m mnist_tf.train [--flagfile=configs/default.cfg] [--flags]`."""
+"""Command line: `python -m mnist_tf.train [--config=default | --flagfile=FILE] [--flags]`."""
 
 from __future__ import annotations
 

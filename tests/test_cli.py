@@ -1,6 +1,10 @@
 """`python -m mnist_tf.train` as a user runs it: flags, flagfiles, errors, resuming."""
 
 import json
+import re
+import subprocess
+import sys
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -8,11 +12,46 @@ from conftest import assert_usage_error, run_module
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.cfg"))
+ENTRY_POINTS = ("train", "evaluate", "predict", "export", "plot")
 
 
 def train(*args, cwd=REPO, timeout=240):
     return run_module("mnist_tf.train", *args, cwd=cwd, timeout=timeout)
 
+
+@cache
+def defined_flags() -> dict[str, set[str]]:
+    """Every flag each entry point's define_*_flags defines, by entry point (one subprocess)."""
+    code = (
+        "import importlib, json\n"
+        "from absl import flags\n"
+        "defined = {}\n"
+        f"for name in {ENTRY_POINTS!r}:\n"
+        "    module = importlib.import_module('mnist_tf.' + name)\n"
+        "    before = set(flags.FLAGS)\n"
+        "    getattr(module, f'define_{name}_flags')()\n"
+        "    defined[name] = sorted(set(flags.FLAGS) - before)\n"
+        "    for flag in defined[name]:\n"
+        "        delattr(flags.FLAGS, flag)  # The next entry point defines its own.\n"
+        "print(json.dumps(defined))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=120, check=True)
+    return {name: set(names) for name, names in json.loads(result.stdout).items()}
+
+
+def helpshort_flags(module: str) -> set[str]:
+    """The flags `python -m module --helpshort` lists."""
+    result = run_module(module, "--helpshort")
+    return set(re.findall(r"^  --(?:\[no\])?(\w+):", result.stdout, flags=re.M))
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_helpshort_lists_every_flag_of_the_entry_point(entry_point):
+    defined = defined_flags()[entry_point]
+    assert "workdir" in defined
+    if entry_point in ("train", "evaluate"):  # Defined for them by cli.define_data_flags.
+        assert {"data_dir", "manual_dir", "download"} <= defined
+    assert helpshort_flags(f"mnist_tf.{entry_point}") == defined
 
 
 # More bad inputs, across every entry point, in tests/test_bad_inputs.py.

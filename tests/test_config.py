@@ -179,7 +179,7 @@ def define_train_flags():
 
 
 ABSL_TYPES = {"boolean": "bool", "integer": "int", "float": "float", "string": "string"}
-ENTRY_POINT_FLAGS = {"workdir", "data_dir", "manual_dir", "download", "plot"}
+ENTRY_POINT_FLAGS = {"config", "workdir", "data_dir", "manual_dir", "download", "plot"}
 
 
 def test_the_train_flags_are_the_declared_settings():

@@ -112,7 +112,7 @@ def config_problems(text: str) -> list[str]:
     # `configs/NAME.cfg`, or NAME.cfg alone (as in the Configs table); the
     # repository's own setup.cfg is no training config.
     mentioned = {name for name in re.findall(r"([\w-]+\.cfg)\b", text)
-                 if not (REPO / name).is_file()}
+                 if not (REPO / name).is_file() and not name[:-4].isupper()}  # NAME.cfg: any.
     present = {path.name for path in (REPO / "configs").glob("*.cfg")}
     return ([f"mentioned but not in configs/: {name}" for name in sorted(mentioned - present)]
             + [f"configs/{name} is not mentioned" for name in sorted(present - mentioned)])
@@ -121,7 +121,9 @@ def config_problems(text: str) -> list[str]:
 def test_configs_mentioned_are_the_configs_that_exist():
     assert len(list((REPO / "configs").glob("*.cfg"))) >= 3
     assert config_problems(README) == []
-    configs_table = first_column(README.split("\n### Configs\n", 1)[1].strip().split("\n\n")[0])
+    configs_table = first_column(next(  # The first table after the heading.
+        block for block in README.split("\n### Configs\n", 1)[1].split("\n\n")
+        if block.startswith("| ")))
     assert set(configs_table) == {path.name for path in (REPO / "configs").glob("*.cfg")}
 
 
@@ -211,3 +213,161 @@ def test_every_in_page_link_has_a_heading():
     assert slug("Devices, precision and distribution") == "devices-precision-and-distribution"
     assert anchor_problems(README) == []
     assert anchor_problems(README + "\nSee [nowhere](#nowhere).\n") == ["no heading for #nowhere"]
+
+
+# ----------------------------------------------------------------------------
+# (g) The Training section's flag tables list exactly the flags of
+#     `python -m mnist_tf.train`; each tool's section names every flag it has.
+
+TOOL_SECTIONS = {"train": "Training", "evaluate": "Evaluate", "predict": "Predict",
+                 "export": "Export", "plot": "Plot"}
+
+
+def flag_names(names: list[str], defined: set[str]) -> set[str]:
+    """`--name`, `--[no]name` and `--noname` spellings, as flag names."""
+    found = set()
+    for name in names:
+        name = name.split("=")[0].removeprefix("--").removeprefix("[no]")
+        if name not in defined and name.startswith("no") and name[2:] in defined:
+            name = name[2:]
+        found.add(name)
+    return found
+
+
+def flag_doc_problems(text: str, entry_point: str, defined: set[str]) -> list[str]:
+    body = section(text, TOOL_SECTIONS[entry_point])
+    if entry_point == "train":  # Its tables: the first cells that are flags.
+        listed = flag_names([name for name in first_column(body) if name.startswith("--")],
+                            defined)
+        return ([f"train: --{name} is not in the flag tables" for name in sorted(defined - listed)]
+                + [f"train: the tables list --{name}, which is no flag"
+                   for name in sorted(listed - defined)])
+    mentioned = flag_names(re.findall(r"--(?:\[no\])?\w+", body), defined)
+    return [f"{entry_point}: --{name} is not mentioned in the {TOOL_SECTIONS[entry_point]} "
+            "section" for name in sorted(defined - mentioned)]
+
+
+def test_the_readme_documents_every_flag_of_every_entry_point():
+    from test_cli import defined_flags
+
+    problems = []
+    for entry_point, defined in defined_flags().items():
+        problems += flag_doc_problems(README, entry_point, defined)
+    assert problems == []
+
+
+def test_the_flag_check_finds_a_missing_and_an_unknown_flag():
+    from test_cli import defined_flags
+
+    train = defined_flags()["train"]
+    doctored = README.replace("| `--manual_dir` |", "| `--manual_directory` |")
+    assert flag_doc_problems(doctored, "train", train) == [
+        "train: --manual_dir is not in the flag tables",
+        "train: the tables list --manual_directory, which is no flag"]
+    assert flag_doc_problems(README, "export", {"workdir", "export_dir", "shiny"}) == [
+        "export: --shiny is not mentioned in the Export section"]
+
+
+# ----------------------------------------------------------------------------
+# (h) The README's example errors are what the commands print.
+
+EXAMPLE_DIR = "/tmp/elsewhere"  # Where the README says its example commands ran.
+
+
+def example_errors(text: str) -> list[tuple[str, str]]:
+    """(command, error line) for each `$ python -m mnist_tf...` followed by `error: ...`."""
+    lines = text.splitlines()
+    return [(line[2:], after) for line, after in zip(lines, lines[1:])
+            if line.startswith("$ python -m mnist_tf.") and after.startswith("error: ")]
+
+
+def inline_errors(text: str) -> list[str]:
+    """The `error: ...` spans quoted in the prose, whitespace made single spaces."""
+    spans = re.findall(r"`(error: [^`]+)`", without_code_blocks(text))
+    return [" ".join(span.split()) for span in spans]
+
+
+DIVERGENCE_EXAMPLE = (
+    "error: the training loss or its gradients are not finite at step 14 (the run diverged: "
+    "train afresh in another --workdir with a lower --learning_rate, or resume with "
+    "--nan_policy=skip_step to skip such steps); nothing was saved after it, the last good "
+    "checkpoint runs/x/checkpoints/ckpt-10 is kept")
+MATPLOTLIB_EXAMPLE = ('error: plotting needs matplotlib, which is not installed; install it '
+                      'with: pip install -e ".[plot]"')
+# The two quoted errors no command can show quickly, printed by the code that makes
+# them: a call that began after step 13 and whose first step had a non-finite loss,
+# and plot's import of matplotlib where `import matplotlib` fails.
+PRINT_OTHER_ERRORS = """
+import sys
+from types import SimpleNamespace
+from mnist_tf import plot
+from mnist_tf.errors import UserError
+from mnist_tf.training import trainer
+run = SimpleNamespace(output=(None, None, 0, 0),
+                      manager=SimpleNamespace(latest_checkpoint="runs/x/checkpoints/ckpt-10"))
+sys.modules["matplotlib"] = sys.modules["matplotlib.pyplot"] = None
+for check in (lambda: trainer._check_diverged(run, 13), plot.import_pyplot):
+    try:
+        check()
+    except UserError as e:
+        print(f"error: {e}")
+"""
+# Prose that shows an error's form, not an example of one.
+ERROR_FORMS = ("error: FILE: problem",)
+
+
+def run_examples(examples, tmp_path):
+    """Runs the commands at once, each in its own empty directory, and PRINT_OTHER_ERRORS.
+
+    Returns:
+        (each command's stderr, the other errors' lines).
+    """
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MNIST_TF_VERBOSE", "TF_CONFIG")}
+    env["TFDS_DATA_DIR"] = str(tmp_path / "no_data")  # Nothing may need the data.
+    processes = []
+    for number, (command, _) in enumerate(examples):
+        cwd = tmp_path / f"example_{number}" / "elsewhere"
+        cwd.mkdir(parents=True)
+        args = shlex.split(command)
+        assert args[:2] == ["python", "-m"], command
+        processes.append((cwd, subprocess.Popen(
+            [sys.executable, *args[1:]], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True)))
+    others = subprocess.Popen([sys.executable, "-c", PRINT_OTHER_ERRORS], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    printed = []
+    for cwd, process in processes:
+        _, err = process.communicate(timeout=180)
+        assert process.returncode == 2, err
+        printed.append(err.strip().replace(str(cwd), EXAMPLE_DIR))
+    out, err = others.communicate(timeout=180)
+    assert others.returncode == 0, err
+    return printed, out.splitlines()
+
+
+def test_the_example_errors_are_what_the_commands_print(tmp_path):
+    import shutil
+
+    examples = example_errors(README)
+    assert len(examples) >= 5
+    if shutil.which("nvidia-smi"):  # The gpu:1 example is of a machine without a GPU.
+        examples = [(c, e) for c, e in examples if "--device=gpu" not in c]
+    printed, others = run_examples(examples, tmp_path)
+    assert printed == [error for _, error in examples]
+    assert others == [DIVERGENCE_EXAMPLE, MATPLOTLIB_EXAMPLE]
+
+
+def test_every_quoted_error_is_an_example_or_checked():
+    quoted = inline_errors(README)
+    assert DIVERGENCE_EXAMPLE in quoted and MATPLOTLIB_EXAMPLE in quoted
+    checked = {error for _, error in example_errors(README)}
+    checked |= {DIVERGENCE_EXAMPLE, MATPLOTLIB_EXAMPLE, *ERROR_FORMS}
+    assert len(quoted) >= 4
+    assert [span for span in quoted if span not in checked] == []
+    assert example_errors("$ python -m mnist_tf.x --a\nerror: b\n$ python -m y\nerror: c\n") == [
+        ("python -m mnist_tf.x --a", "error: b")]
