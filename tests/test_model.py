@@ -1,10 +1,12 @@
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from mnist_tf.model import losses
 from mnist_tf.model.layers import Dense
-from mnist_tf.model.mlp import MLP, params_sha256
+from mnist_tf.model.mlp import MLP, layer_table, params_sha256
 
 
 @pytest.fixture
@@ -124,6 +126,35 @@ def test_mlp_structure_and_parameter_count():
     logits = model(tf.zeros([4, 784]))
     assert logits.shape == (4, 10) and logits.dtype == tf.float32
     assert len(model.trainable_variables) == 6
+
+
+def test_layer_table_shows_the_default_model_as_keras_summary_would():
+    assert layer_table(MLP((512, 256), seed=0, dropout=0.2)).splitlines() == [
+        "layer     computes                  output shape  parameters",
+        "input     28x28 pixels, flattened   [batch, 784]           0",
+        "hidden_0  Dense, ReLU, dropout 0.2  [batch, 512]     401,920",
+        "hidden_1  Dense, ReLU, dropout 0.2  [batch, 256]     131,328",
+        "logits    Dense                     [batch, 10]        2,570",
+        "total: 535,818 parameters (2.04 MiB): 535,818 trainable, 0 non-trainable"]
+
+
+@pytest.mark.parametrize("hidden_sizes, dropout, compute_dtype", [
+    ((), 0.0, tf.float32), ((64,), 0.5, tf.bfloat16), ((128, 32, 16), 0.0, tf.float16)])
+def test_layer_table_rows_add_up_to_num_parameters(hidden_sizes, dropout, compute_dtype):
+    model = MLP(hidden_sizes, seed=0, dropout=dropout, compute_dtype=compute_dtype)
+    header, *rows, total = layer_table(model).splitlines()
+    assert header.split() == ["layer", "computes", "output", "shape", "parameters"]
+    assert [row.split()[0] for row in rows] == ["input", *(layer.name for layer in model.layers)]
+    counts = [int(row.split()[-1].replace(",", "")) for row in rows]
+    assert sum(counts) == model.num_parameters()
+    assert counts[1:] == [int(np.prod(layer.kernel.shape)) + int(np.prod(layer.bias.shape))
+                          for layer in model.layers]
+    assert [re.search(r"\[batch, (\d+)\]", row)[1] for row in rows] == [
+        str(size) for size in (784, *hidden_sizes, 10)]
+    assert total.startswith(f"total: {model.num_parameters():,} parameters")
+    assert total.endswith(f"{model.num_parameters():,} trainable, 0 non-trainable")
+    assert ("dropout" in "".join(rows)) == bool(dropout and hidden_sizes)
+    assert (compute_dtype.name in rows[-1]) == (compute_dtype != tf.float32)
 
 
 def test_linear_model_without_hidden_layers():

@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import tensorflow as tf
 
-from mnist_tf.constants import NUM_CLASSES, NUM_PIXELS
+from mnist_tf.constants import IMAGE_SIZE, NUM_CLASSES, NUM_PIXELS
 from mnist_tf.model.dropout import dropout
 from mnist_tf.model.layers import Dense
 
@@ -91,6 +91,45 @@ class MLP(tf.Module):
     def num_parameters(self) -> int:
         """Total number of scalar parameters."""
         return sum(int(np.prod(v.shape)) for v in self.parameters())
+
+
+def layer_table(model: MLP) -> str:
+    """The model's layers as a table, as Keras' `model.summary()` prints them.
+
+    One row per layer (what it computes, its output shape, its parameters),
+    then the totals. For `MLP((512, 256), seed, dropout=0.2)`:
+
+        layer     computes                  output shape  parameters
+        input     28x28 pixels, flattened   [batch, 784]           0
+        hidden_0  Dense, ReLU, dropout 0.2  [batch, 512]     401,920
+        hidden_1  Dense, ReLU, dropout 0.2  [batch, 256]     131,328
+        logits    Dense                     [batch, 10]        2,570
+        total: 535,818 parameters (2.04 MiB): 535,818 trainable, 0 non-trainable
+
+    Args:
+        model: the model.
+
+    Returns:
+        The table's lines, joined by newlines.
+    """
+    dtype = "" if model.compute_dtype == tf.float32 else f" in {model.compute_dtype.name}"
+    hidden = ", ReLU" + (f", dropout {model.dropout:g}" if model.dropout else "")
+    rows = [("layer", "computes", "output shape", "parameters"),
+            ("input", f"{IMAGE_SIZE}x{IMAGE_SIZE} pixels, flattened", f"[batch, {NUM_PIXELS}]",
+             "0")]
+    for layer in model.layers:
+        computes = f"Dense{dtype}" + ("" if layer is model.layers[-1] else hidden)
+        count = sum(int(np.prod(v.shape)) for v in (layer.kernel, layer.bias))
+        rows.append((layer.name, computes, f"[batch, {layer.output_size}]", f"{count:,}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join([*(cell.ljust(width) for cell, width in zip(row[:3], widths)),
+                        row[3].rjust(widths[3])]) for row in rows]
+    total = sum(int(np.prod(v.shape)) for v in model.variables)
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    size = sum(int(np.prod(v.shape)) * v.dtype.size for v in model.variables)
+    lines.append(f"total: {total:,} parameters ({size / 2**20:.2f} MiB): {trainable:,} "
+                 f"trainable, {total - trainable:,} non-trainable")
+    return "\n".join(lines)
 
 
 def params_sha256(model: MLP) -> str:
