@@ -85,7 +85,7 @@ def main(argv: list[str]) -> None:
             from mnist_tf import plot
 
             plot.import_pyplot()  # A missing matplotlib is reported before training.
-        from mnist_tf.training import preemption
+        from mnist_tf.training import distribute, preemption
 
         try:
             with preemption.StopRequest() as stop:
@@ -95,8 +95,10 @@ def main(argv: list[str]) -> None:
                     strategy=made["strategy"], stop_request=stop,
                 )
         except preemption.Stopped as stopped:
+            distribute.wait_for_every_worker(made["strategy"])  # They all stopped at one step.
             print(f"Stopped: {stopped}", flush=True)
             sys.exit(128 + stopped.signum)  # The shell's convention for "ended by a signal".
+        distribute.wait_for_every_worker(made["strategy"])
         if FLAGS.plot:
             plot.plot_workdir(FLAGS.workdir, data_dir=FLAGS.data_dir,
                               allow_download=FLAGS.download)

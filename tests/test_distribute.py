@@ -190,3 +190,5 @@ def test_sigterm_to_one_worker_stops_every_worker_at_the_same_step(tmp_path, sma
         steps.append(int(stopped[0].split(" at step ")[1].split(";")[0]))
     assert steps[0] == steps[1] < 2000
     assert (workdir / "checkpoints" / f"ckpt-{steps[0]}.index").exists()  # The chief's.
+    for out, _ in outputs:  # Both name it; worker 1's own is in a scratch dir, deleted.
+        assert f"checkpoint {workdir / 'checkpoints' / f'ckpt-{steps[0]}'} saved" in out

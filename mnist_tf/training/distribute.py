@@ -100,6 +100,29 @@ def is_chief(strategy: tf.distribute.Strategy | None) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
+def wait_for_every_worker(strategy: tf.distribute.Strategy | None) -> None:
+    """Returns once every worker of a multi-worker run has called it (at once otherwise).
+
+    Called by each worker when it is done, before it exits. The chief hosts the
+    cluster's coordination service: a chief that exits while another worker is
+    still evaluating or saving leaves that worker logging "Failed to send RPC
+    to coordination service" (seen with default.cfg, where the workers'
+    final evaluations end seconds apart). An all-reduce of one number, which
+    no worker passes before all have joined, lets them exit together.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return
+    import tensorflow as tf
+
+    @tf.function  # Run eagerly, the strategy warns of its overhead.
+    def all_reduce_one():
+        return strategy.reduce(tf.distribute.ReduceOp.SUM,
+                               strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+    all_reduce_one()
+
+
 def describe(strategy: tf.distribute.Strategy | None) -> str:
     """One line for the run's log."""
     if strategy is None:
