@@ -59,35 +59,39 @@ class PeriodicAction:
 class ReportProgress(PeriodicAction):
     """A progress line (loss, accuracy, examples/s, ETA) and the train scalars.
 
-    The steady-state rate excludes the first interval (tracing, warm-up) and
-    the time other actions take (evaluation, checkpoints); `pause` is told
-    about the latter.
+    The rate counts training time only: the loop reports the seconds of each
+    runner call (`count`), so evaluations, checkpoints, histograms and the
+    set-up of an epoch between calls never show as a slower line. The steady
+    rate (results.json) also leaves out the first interval (tracing, XLA
+    compilation, warm-up).
     """
 
     def __init__(self, run, every_steps: int):
         super().__init__(run, every_steps)
         self.train_seconds, self.train_examples = 0.0, 0
         self._first = True
-        self._start, self._start_step = time.perf_counter(), 0
-        self._reported = False
+        self._seconds, self._start_step = 0.0, 0
 
     def begin(self, step: int) -> None:
         """Starts the first interval."""
-        self._start, self._start_step = time.perf_counter(), step
+        self._seconds, self._start_step = 0.0, step
+
+    def count(self, seconds: float) -> None:
+        """Adds the `seconds` of one runner call to the interval's training time."""
+        self._seconds += seconds
 
     def steady_rate(self) -> float | None:
-        """Training examples per second, first interval and pauses excluded."""
+        """Training examples per second of training time, first interval excluded."""
         return self.train_examples / self.train_seconds if self.train_seconds else None
 
     def __call__(self, step: int) -> None:
         """Logs the line and writes train/{loss, accuracy, learning_rate, ...}."""
         run = self.run
-        metrics = run.train_metrics.result()  # Syncs with the device.
-        elapsed = time.perf_counter() - self._start
+        metrics = run.train_metrics.result()
         examples = (step - self._start_step) * run.config.batch_size
-        rate = examples / max(elapsed, 1e-9)
+        rate = examples / max(self._seconds, 1e-9)
         if not self._first:
-            self.train_seconds += elapsed
+            self.train_seconds += self._seconds
             self.train_examples += examples
         self._first = False
         steady = self.steady_rate() or rate
@@ -100,15 +104,7 @@ class ReportProgress(PeriodicAction):
             "learning_rate": run.learning_rate(), "examples_per_second": rate,
             **run.loss_scale_scalars()})
         run.train_metrics.reset()
-        self._reported = True
-
-    def pause(self, step: int, seconds: float) -> None:
-        """Called after each boundary's actions, which took `seconds`."""
-        if self._reported:  # A new interval starts after this boundary's actions.
-            self._start, self._start_step = time.perf_counter(), step
-        else:
-            self._start += seconds
-        self._reported = False
+        self._seconds, self._start_step = 0.0, step
 
 
 class WriteHistograms(PeriodicAction):

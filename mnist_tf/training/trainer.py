@@ -239,16 +239,19 @@ def train_loop(run: Run, step: int, stop_request=None) -> int:
             run.runner.start_epoch(epoch, offset, plan_calls(run, step, epoch_end, periodic))
             while step < epoch_end and run.target_reached is None:
                 stop = next_stop(step, epoch_end, run.runner.steps_per_call, periodic)
+                call_start = time.perf_counter()
                 run.output = run.runner(step - epoch * run.steps_per_epoch, stop - step,
                                         preempt.vote())
+                # Reading an output waits for the call's work (a GPU call returns
+                # once queued), so the progress rate counts the call's whole time.
+                int(run.output[2])
+                progress.count(time.perf_counter() - call_start)
                 if run.config.nan_policy == "stop":
                     _check_diverged(run, step)
                 step = stop
-                pause_start = time.perf_counter()
                 for action in periodic:
                     if action.due(step):
                         action(step)
-                progress.pause(step, time.perf_counter() - pause_start)
     finally:
         # Also on errors: a profiler left running would refuse the next start.
         profile.window.stop()
