@@ -21,6 +21,8 @@ import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.hparams import api as hp
 
+from mnist_tf.images import Picture
+
 SUMMARY_SUBDIR = "summaries"
 HPARAMS_RUN = "hparams"
 RUNS = ("train", "validation", "test", HPARAMS_RUN)
@@ -94,11 +96,16 @@ class SummaryWriters:
             for name, value in values.items():
                 tf.summary.write(name, histogram_buckets(value), metadata=metadata)
 
-    def images(self, run: str, step: int, values: dict[str, np.ndarray]) -> None:
-        """Writes each uint8 [H, W, 3] image in `values` (tag -> image) for `run` at `step`."""
+    def images(self, run: str, step: int, values: dict[str, Picture]) -> None:
+        """Writes each picture in `values` (tag -> `images.Picture`) for `run` at `step`.
+
+        The picture's description goes with it: TensorBoard shows it beside the
+        image (the (i) button of the image card).
+        """
         with self._writers[run].as_default(step=step):
-            for name, image in values.items():
-                tf.summary.image(name, np.asarray(image, np.uint8)[None], max_outputs=1)
+            for name, picture in values.items():
+                tf.summary.image(name, np.asarray(picture.pixels, np.uint8)[None],
+                                 max_outputs=1, description=picture.description)
 
     def hparams(self, values: dict[str, bool | int | float | str], session: str = "") -> None:
         """Records the run's hyperparameters in the HParams run.
