@@ -492,8 +492,9 @@ def _reevaluate(run: Run, recorded: dict, workdir: str, restored: str, chief: bo
     longer = ("a larger --epochs or --train_steps would train on" if config.lr_schedule ==
               "constant" else "under --lr_schedule=cosine the length is fixed: train longer "
               "in another --workdir")
-    run.log(f"Nothing left to train ({longer}); evaluating the restored model again. "
-            "results.json, config.json and the summaries are left as they are")
+    run.log(f"Already trained to step {step} of {run.total_steps} ({longer}); evaluating the "
+            "restored model again. results.json, config.json and the summaries are left as "
+            "they are")
     run.evaluate(step)
     fresh = {
         "global_step": step,
