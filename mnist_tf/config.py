@@ -141,7 +141,8 @@ class Setting:
         on_resume: FIXED, FREE or RUN_LENGTH (see their comments).
         hparam: whether it is logged as a TensorBoard HParam. Settings that can
             change what a run learns are, so runs sharing a --logdir compare
-            side by side; logging-only ones would only add columns.
+            side by side; logging-only ones would only add columns. Their
+            column order: `hparam_names`.
         choices: the allowed values of a string setting (their spellings where
             `pattern` decides, e.g. gpu:N).
         pattern: a regex that valid values match, for choices with placeholders.
@@ -255,7 +256,7 @@ class TrainConfig:
         (), "START,END: run TensorFlow's profiler while the global step (as in the progress "
         "lines) goes from START to END, i.e. over END-START training steps (e.g. 100,110; "
         "needs 0 <= START < END), and write the trace to "
-        "WORKDIR/summaries/train/plugins/profile/ for TensorBoard's Profile tab (pip install "
+        "WORKDIR/train/plugins/profile/ for TensorBoard's Profile tab (pip install "
         "tensorboard-plugin-profile). Empty: off.", on_resume=FREE, parse=parse_profile_steps)
     # How batches reach the step and how many steps a call runs: the same
     # batches and arithmetic either way (tested bit-identical).
@@ -406,6 +407,28 @@ class TrainConfig:
 def settings() -> dict[str, Setting]:
     """Returns every `TrainConfig` field's `Setting`, by name, in declaration order."""
     return {field.name: field.metadata["setting"] for field in dataclasses.fields(TrainConfig)}
+
+
+# The HParams columns TensorBoard shows first, in this order: what runs most
+# often differ in. Its table ticks only its first five columns; the other
+# `hparam=True` settings follow in field order, to be ticked by hand.
+LEADING_HPARAMS = ("hidden_sizes", "learning_rate", "lr_schedule", "dropout", "epochs",
+                   "batch_size", "precision")
+
+
+def hparam_names() -> list[str]:
+    """Returns the settings declared `hparam=True` in HParams column order.
+
+    `LEADING_HPARAMS` first, then the others in field order.
+
+    Raises:
+        ValueError: if `LEADING_HPARAMS` names a setting that is not an hparam.
+    """
+    declared = [name for name, setting in settings().items() if setting.hparam]
+    unknown = sorted(set(LEADING_HPARAMS) - set(declared))
+    if unknown:
+        raise ValueError(f"LEADING_HPARAMS names {unknown}, not hparams")  # A typo in this file.
+    return [*LEADING_HPARAMS, *(name for name in declared if name not in LEADING_HPARAMS)]
 
 
 def _check_setting(name: str, value, declared: Setting) -> None:

@@ -11,7 +11,8 @@ A training workdir holds:
     train.lock    held while a run trains there (`lock`): the holder's pid, empty
                   when none
     checkpoints/  see mnist_tf/training/checkpoints.py
-    summaries/    see mnist_tf/training/summaries.py
+    train/, validation/, test/  TensorBoard's runs; the HParams session is in
+                  the workdir itself (see mnist_tf/training/summaries.py)
 
 Nothing here imports TensorFlow, so the entry points can check a workdir
 before it loads.
@@ -34,6 +35,11 @@ RESULTS_FILE = "results.json"
 REEVALUATION_FILE = "reevaluation.json"
 LOCK_FILE = "train.lock"
 CHECKPOINT_SUBDIR = "checkpoints"  # tf.train.CheckpointManager's directory.
+# Where TensorBoard's runs go: the workdir itself. HParams pairs a session (the
+# directory of its hparams summary) with the scalar runs below it, so the
+# session sits in the workdir and `tensorboard --logdir=runs` names the runs
+# NAME/train, NAME/validation, NAME/test, and the HParams row NAME.
+SUMMARY_SUBDIR = ""
 
 
 def prepare(workdir: str) -> str:

@@ -14,6 +14,7 @@ from mnist_tf.errors import TrainingDiverged
 from mnist_tf.model.mlp import MLP
 from mnist_tf.training import trainer
 from mnist_tf.training.steps import all_finite
+from mnist_tf.workdir import SUMMARY_SUBDIR
 
 # Without XLA (the default): these tests need the arithmetic, and compiling would
 # double their time; the XLA path has tests of its own.
@@ -178,7 +179,7 @@ def test_a_nan_gradient_with_a_finite_loss_stops_the_run(tmp_path, poisoned_grad
     # Every progress line before it had a finite loss: the loss alone would not have told.
     assert all("loss nan" not in line for line in lines)
     # The summary writers are closed on the way out: the train curve so far is on disk.
-    assert "loss" in scalar_tags(tmp_path / "summaries" / "train")
+    assert "loss" in scalar_tags(tmp_path / SUMMARY_SUBDIR / "train")
     saved = sorted(int(name.split("-")[1].split(".")[0])
                    for name in checkpoint_files(tmp_path) if name.endswith(".index"))
     assert all(s < step for s in saved)

@@ -15,6 +15,7 @@ from mnist_tf import evaluate
 from mnist_tf.config import TrainConfig
 from mnist_tf.errors import CheckpointError, UserError
 from mnist_tf.training import trainer
+from mnist_tf.workdir import SUMMARY_SUBDIR
 
 REPO = Path(__file__).resolve().parents[1]
 # Checkpoints at steps 10, 20 and 30; 100 validation examples carved from 600.
@@ -85,7 +86,7 @@ def test_test_split_reproduces_the_training_runs_metrics(trained, small_data_dir
     assert png.format == "PNG" and png.mode == "RGB" and png.size[0] > 300
 
     # TensorBoard: the same picture, at the checkpoint's step.
-    accumulator = event_accumulator.EventAccumulator(str(workdir / "summaries" / "eval"),
+    accumulator = event_accumulator.EventAccumulator(str(workdir / SUMMARY_SUBDIR / "eval"),
                                                      size_guidance={"tensors": 0})
     accumulator.Reload()
     events = accumulator.Tensors("confusion_matrix_test")

@@ -12,6 +12,7 @@ from mnist_tf import plot
 from mnist_tf.config import TrainConfig
 from mnist_tf.errors import UserError
 from mnist_tf.training import trainer
+from mnist_tf.workdir import SUMMARY_SUBDIR
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -28,8 +29,8 @@ def workdir(tmp_path_factory, small_data_dir):
 
 
 def test_reads_scalars_back_from_event_files(workdir):
-    train = plot.read_scalars(str(workdir / "summaries" / "train"))
-    validation = plot.read_scalars(str(workdir / "summaries" / "validation"))
+    train = plot.read_scalars(str(workdir / SUMMARY_SUBDIR / "train"))
+    validation = plot.read_scalars(str(workdir / SUMMARY_SUBDIR / "validation"))
     assert [step for step, _ in train["loss"]] == list(range(5, 31, 5))
     assert [step for step, _ in validation["accuracy"]] == [15, 30]
     assert all(0.0 <= value <= 1.0 for _, value in validation["accuracy"])

@@ -15,6 +15,7 @@ from mnist_tf.model.schedules import make_schedule
 from mnist_tf.training import trainer
 from mnist_tf.training.state import TrainState
 from mnist_tf.training.steps import Metrics, make_train_step
+from mnist_tf.workdir import SUMMARY_SUBDIR
 
 BATCH = 64
 
@@ -148,6 +149,6 @@ def test_each_precision_trains_to_float32s_accuracy_and_logs_it(tmp_path, small_
     flags = json.loads((tmp_path / "mixed_float16" / "results.json").read_text())["flags"]
     assert flags["precision"] == "mixed_float16"
     # The loss scale is in TensorBoard (float16 only).
-    assert {"loss_scale", "skipped_steps"} <= scalar_tags(tmp_path / "mixed_float16" / "summaries"
-                                                          / "train")
-    assert "loss_scale" not in scalar_tags(tmp_path / "float32" / "summaries" / "train")
+    assert {"loss_scale", "skipped_steps"} <= scalar_tags(
+        tmp_path / "mixed_float16" / SUMMARY_SUBDIR / "train")
+    assert "loss_scale" not in scalar_tags(tmp_path / "float32" / SUMMARY_SUBDIR / "train")

@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from mnist_tf.config import ConfigError, TrainConfig
 from mnist_tf.errors import CheckpointError
 from mnist_tf.training import checkpoints, runners, trainer
+from mnist_tf.workdir import SUMMARY_SUBDIR
 
 # Without XLA (the default): these tests need the arithmetic, and compiling would
 # double their time; the XLA path has tests of its own.
@@ -54,10 +55,10 @@ def test_trains_evaluates_and_writes_everything(tmp_path, small_data_dir):
 
     names = os.listdir(tmp_path / "checkpoints")
     assert f"ckpt-{results['global_step']}.index" in names
-    assert scalar_tags(tmp_path / "summaries" / "train") >= {
+    assert scalar_tags(tmp_path / SUMMARY_SUBDIR / "train") >= {
         "loss", "accuracy", "learning_rate", "examples_per_second"}
-    assert scalar_tags(tmp_path / "summaries" / "validation") >= {"loss", "accuracy"}
-    assert scalar_tags(tmp_path / "summaries" / "test") >= {"loss", "accuracy"}
+    assert scalar_tags(tmp_path / SUMMARY_SUBDIR / "validation") >= {"loss", "accuracy"}
+    assert scalar_tags(tmp_path / SUMMARY_SUBDIR / "test") >= {"loss", "accuracy"}
 
 
 def keep_runner(monkeypatch, made):

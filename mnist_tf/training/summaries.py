@@ -1,18 +1,22 @@
-"""TensorBoard output under `workdir/summaries/`: one writer per run, graph, HParams, profiler.
+"""TensorBoard output in the workdir: one writer per run, graph, HParams, profiler.
 
-Layout (each directory is one TensorBoard run):
+Layout (`workdir.SUMMARY_SUBDIR`: the workdir itself; each directory is one
+TensorBoard run, named e.g. `my_run/train` under `tensorboard --logdir=runs`):
     train/        loss, accuracy, learning_rate, examples_per_second; weight and
                   gradient histograms; the train step's graph; profiler traces
                   (train/plugins/profile/)
     validation/   loss, accuracy
     test/         loss, accuracy; the confusion-matrix and misclassified-digit images
-    hparams/      the run's hyperparameters and final metrics (HParams dashboard)
+    ./            the HParams session (the run's hyperparameters; its metrics are
+                  the validation/ and test/ curves above) and the layer table
+                  (text), named e.g. `my_run`
 
 Everything here runs eagerly, outside the traced (possibly XLA-compiled) steps.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 
@@ -21,11 +25,15 @@ import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.hparams import api as hp
 
-from mnist_tf.images import Picture
+from mnist_tf import config as configs
+from mnist_tf.workdir import SUMMARY_SUBDIR
 
-SUMMARY_SUBDIR = "summaries"
-HPARAMS_RUN = "hparams"
-RUNS = ("train", "validation", "test", HPARAMS_RUN)
+RUNS = ("train", "validation", "test")
+SESSION = "session"  # The writers' name for the workdir's own run: HParams, layer table.
+# The HParams metrics, as (run, tag): the curves these runs draw, which
+# TensorBoard reads at their last step for each session's row.
+HPARAMS_METRICS = (("validation", "accuracy"), ("validation", "loss"),
+                   ("test", "accuracy"), ("test", "loss"))
 HISTOGRAM_BUCKETS = 30  # tf.summary.histogram's default.
 
 
@@ -65,15 +73,48 @@ def histogram_buckets(values: tf.Tensor, bucket_count: int = HISTOGRAM_BUCKETS) 
     return tf.stack([edges[:-1], edges[1:], counts], axis=1)
 
 
+def hparam_columns() -> dict[str, hp.HParam]:
+    """TensorBoard's HParams columns of the `hparam=True` settings, by setting name.
+
+    TensorBoard sorts the columns by their ids, whatever order they are
+    declared in, and ticks the first five; so each id starts with the
+    setting's place in `config.hparam_names()` (`01_hidden_sizes`), and the
+    table shows the setting's name (`display_name`), with its flag help as
+    the description.
+    """
+    declared, defaults = configs.settings(), configs.TrainConfig().hparams()
+    return {name: hp.HParam(f"{rank:02d}_{name}", _domain(declared[name], defaults[name]),
+                            display_name=name, description=declared[name].help)
+            for rank, name in enumerate(configs.hparam_names(), start=1)}
+
+
+def _domain(declared: configs.Setting, value) -> hp.Domain | None:
+    """The values a setting's column can hold: its choices, both booleans, or any number.
+
+    Every run declares the same columns (TensorBoard keeps one run's
+    declaration for all), so a domain never depends on this run's value.
+    None (free text such as hidden_sizes): TensorBoard takes the values as
+    they come.
+    """
+    if declared.choices:
+        return hp.Discrete(list(declared.choices))
+    if isinstance(value, bool):
+        return hp.Discrete([False, True])
+    if isinstance(value, (int, float)):
+        return hp.RealInterval(-math.inf, math.inf)
+    return None
+
+
 class SummaryWriters:
-    """Summary writers for the train, validation and test splits, and the HParams run.
+    """Summary writers for the train, validation and test splits, and the HParams session.
 
     Each split is its own TensorBoard run, so `loss` and `accuracy` of all three
-    appear on the same chart.
+    appear on the same chart; `SESSION` is the run of the workdir itself.
     """
 
     def __init__(self, workdir: str, runs=RUNS):
         self._logdirs = {run: os.path.join(workdir, SUMMARY_SUBDIR, run) for run in runs}
+        self._logdirs[SESSION] = os.path.normpath(os.path.join(workdir, SUMMARY_SUBDIR))
         self._writers = {run: tf.summary.create_file_writer(d) for run, d in self._logdirs.items()}
 
     def logdir(self, run: str) -> str:
@@ -96,30 +137,35 @@ class SummaryWriters:
             for name, value in values.items():
                 tf.summary.write(name, histogram_buckets(value), metadata=metadata)
 
-    def images(self, run: str, step: int, values: dict[str, Picture]) -> None:
-        """Writes each picture in `values` (tag -> `images.Picture`) for `run` at `step`.
-
-        The picture's description goes with it: TensorBoard shows it beside the
-        image (the (i) button of the image card).
-        """
+    def images(self, run: str, step: int, values: dict[str, np.ndarray]) -> None:
+        """Writes each uint8 [H, W, 3] image in `values` (tag -> image) for `run` at `step`."""
         with self._writers[run].as_default(step=step):
-            for name, picture in values.items():
-                tf.summary.image(name, np.asarray(picture.pixels, np.uint8)[None],
-                                 max_outputs=1, description=picture.description)
+            for name, image in values.items():
+                tf.summary.image(name, np.asarray(image, np.uint8)[None], max_outputs=1)
 
-    def hparams(self, values: dict[str, bool | int | float | str], session: str = "") -> None:
-        """Records the run's hyperparameters in the HParams run.
+    def hparams(self, config: configs.TrainConfig) -> None:
+        """Records the run as one HParams session: its columns, metrics and values.
 
-        Args:
-            values: name -> bool/int/float/str value.
-            session: the HParams session group. The empty string makes each
-                run its own row, named after its run directory (e.g.
-                `my_run/summaries/hparams`), even when two runs share every
-                hyperparameter; TensorBoard's default (a hash of `values`)
-                would merge such runs into one averaged row.
+        Written to the workdir itself, the session's directory, where
+        TensorBoard finds its metrics in the runs below (`HPARAMS_METRICS`);
+        the row is named after the workdir (e.g. `my_run`). Its session group
+        is the empty string, which gives each run its own row even when two
+        share every hyperparameter (TensorBoard's default, a hash of the
+        values, would merge them into one averaged row).
         """
-        with self._writers[HPARAMS_RUN].as_default(step=0):
-            hp.hparams(values, trial_id=session)
+        columns = hparam_columns()
+        metrics = [hp.Metric(tag, group=run, display_name=f"{run} {tag}",
+                             dataset_type=hp.Metric.VALIDATION if run == "validation" else None)
+                   for run, tag in HPARAMS_METRICS]
+        with self._writers[SESSION].as_default(step=0):
+            hp.hparams_config(hparams=list(columns.values()), metrics=metrics)
+            hp.hparams({columns[name]: value for name, value in config.hparams().items()},
+                       trial_id="")
+
+    def text(self, run: str, step: int, name: str, markdown: str) -> None:
+        """Writes `markdown` as text summary `name` of `run` (TensorBoard's Text tab)."""
+        with self._writers[run].as_default(step=step):
+            tf.summary.text(name, markdown)
 
     def graph(self, run: str, graph: tf.Graph) -> None:
         """Writes `graph` to `run` for TensorBoard's Graphs tab.

@@ -6,8 +6,9 @@ line (`python -m mnist_tf.train`) only parses flags and calls it.
 Workdir layout:
     config.json       the run's configuration (checked on resume)
     checkpoints/      tf.train.Checkpoint files of the `TrainState`
-    summaries/        TensorBoard runs: train/, validation/, test/, hparams/
-                      (see mnist_tf/training/summaries.py for what each holds)
+    train/, validation/, test/
+                      TensorBoard runs, with the HParams session in the workdir
+                      itself (see mnist_tf/training/summaries.py for what each holds)
     results.json      final metrics, throughput, params_sha256 and flags
     reevaluation.json a re-run's fresh evaluation of a complete run (results.json,
                       config.json and the summaries are then left as they are)
@@ -33,14 +34,14 @@ from mnist_tf.config import ConfigError, TrainConfig
 from mnist_tf.data import pipeline, sources
 from mnist_tf.data.augment import AffineAugment
 from mnist_tf.errors import TrainingDiverged
-from mnist_tf.model.mlp import params_sha256
+from mnist_tf.model.mlp import layer_table, params_sha256
 from mnist_tf.model.precision import policy
 from mnist_tf.model.schedules import make_schedule
 from mnist_tf.training import actions, distribute, preemption, runners
 from mnist_tf.training import state as train_state
 from mnist_tf.training.evaluation import evaluate, evaluation_images
 from mnist_tf.training.steps import Metrics, make_eval_step, make_train_step
-from mnist_tf.training.summaries import SummaryWriters
+from mnist_tf.training.summaries import SESSION, SummaryWriters
 
 # Misclassified test digits drawn each epoch: 4 rows of 8 stay readable.
 MAX_MISCLASSIFIED_IMAGES = 32
@@ -388,11 +389,15 @@ def _log_setup(run: Run, device: str, restored: str | None, complete: bool = Fal
 
 def _train_and_finish(run: Run, source, restored: str | None, stop_request) -> dict:
     """Trains to the end, evaluates if nothing was left to train, saves; returns the results."""
+    table = layer_table(run.state.model)  # As Keras' model.summary(), before the first step.
+    for line in table.splitlines():
+        run.log(f"  {line}")
+    run.writers.text(SESSION, run.state.step, "layers", f"```\n{table}\n```")
     graph = run.runner.graph()
     if graph is not None:  # TensorBoard's Graphs tab (the distributed step is not drawn).
         run.writers.graph("train", graph)
-    # One HParams row per workdir; the final metrics join it at the end.
-    run.writers.hparams(run.config.hparams())
+    # One HParams row per workdir, its metrics the validation and test curves.
+    run.writers.hparams(run.config)
     run.train_metrics.reset()
     step = run.state.step
     run.saved_step = step if restored else -1
@@ -402,11 +407,6 @@ def _train_and_finish(run: Run, source, restored: str | None, stop_request) -> d
         run.evaluate(step)
     if run.saved_step != step:
         run.save(step)
-    evaluations = run.evaluations
-    run.writers.scalars("hparams", step, {
-        f"{split}_{name}": evaluations[split][name]
-        for split in ("test", "validation") if split in evaluations
-        for name in ("accuracy", "loss")})
     return _results(run, step, source)
 
 
