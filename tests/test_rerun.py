@@ -75,6 +75,8 @@ def test_a_rerun_of_a_complete_run_changes_no_file_and_writes_its_evaluation_apa
     assert f"step 4, test accuracy {first['test_accuracy']:.2%}" in lines[recorded]
     assert lines[reevaluated].endswith(
         f"(as recorded). Written: {os.path.join(workdir, workdirs.REEVALUATION_FILE)}")
+    assert any(line.startswith("Already trained to step 4 of 4 (a larger --epochs")
+               for line in lines)
     assert not any(line.startswith(("step ", "Done: ")) for line in lines)
 
 
