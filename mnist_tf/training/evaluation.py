@@ -81,18 +81,28 @@ def evaluate(
     return Evaluation(metrics.result(), confusion, mistakes)
 
 
-def evaluation_images(evaluation: Evaluation) -> dict[str, np.ndarray]:
-    """Draws an analysed `Evaluation` for TensorBoard.
+def evaluation_images(evaluation: Evaluation) -> dict[str, images.Picture]:
+    """Draws an analysed `Evaluation` for TensorBoard, each picture with its description.
 
     Returns:
-        tag -> uint8 [H, W, 3]: "confusion_matrix" always, and
-        "misclassified" (digits captioned "pred P true T") when there are
-        mistakes.
+        tag -> `images.Picture`: "confusion_matrix" always, titled with the
+        accuracy, and "misclassified" (digits captioned "pred P true T") when
+        there are mistakes.
     """
-    pictures = {"confusion_matrix": images.confusion_matrix_image(evaluation.confusion)}
+    matrix = evaluation.confusion
+    correct, count = int(np.trace(matrix)), int(matrix.sum())
+    title = f"accuracy {correct / max(count, 1):.2%} ({correct}/{count} right)"
+    pictures = {"confusion_matrix": images.Picture(
+        images.confusion_matrix_image(matrix, title=title),
+        f"Confusion matrix of this split at this step ({count} images): rows are the true "
+        "digits, columns the model's predictions, each cell a count of images. The diagonal "
+        "(right) is green and the errors red, both shaded by their share of the row.")}
     wrong_images, labels, predicted = evaluation.mistakes
     if len(labels):
         captions = [f"pred {p} true {t}" for p, t in zip(predicted, labels)]
-        pictures["misclassified"] = images.digit_grid(
-            wrong_images, captions, highlight=[True] * len(labels))
+        pictures["misclassified"] = images.Picture(
+            images.digit_grid(wrong_images, captions, highlight=[True] * len(labels)),
+            f"The first {len(labels)} misclassified images of this split, in split order, "
+            "drawn dark on white; the red caption \"pred P true T\" under each gives the "
+            "model's prediction P and the true digit T.")
     return pictures

@@ -26,6 +26,7 @@ from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.hparams import api as hp
 
 from mnist_tf import config as configs
+from mnist_tf.images import Picture
 from mnist_tf.workdir import SUMMARY_SUBDIR
 
 RUNS = ("train", "validation", "test")
@@ -137,11 +138,16 @@ class SummaryWriters:
             for name, value in values.items():
                 tf.summary.write(name, histogram_buckets(value), metadata=metadata)
 
-    def images(self, run: str, step: int, values: dict[str, np.ndarray]) -> None:
-        """Writes each uint8 [H, W, 3] image in `values` (tag -> image) for `run` at `step`."""
+    def images(self, run: str, step: int, values: dict[str, Picture]) -> None:
+        """Writes each picture in `values` (tag -> `images.Picture`) for `run` at `step`.
+
+        The picture's description goes with it: TensorBoard shows it beside the
+        image (the (i) button of the image card).
+        """
         with self._writers[run].as_default(step=step):
-            for name, image in values.items():
-                tf.summary.image(name, np.asarray(image, np.uint8)[None], max_outputs=1)
+            for name, picture in values.items():
+                tf.summary.image(name, np.asarray(picture.pixels, np.uint8)[None],
+                                 max_outputs=1, description=picture.description)
 
     def hparams(self, config: configs.TrainConfig) -> None:
         """Records the run as one HParams session: its columns, metrics and values.
