@@ -2,13 +2,16 @@
 
     python -m mnist_tf.predict --workdir=W [--checkpoint=PATH] [--json] FILE...
     python -m mnist_tf.predict --workdir=W --test_index=N [--data_dir=D] [--nodownload]
+    ... [--plot_dir=DIR]
 
 Each FILE is prepared as an MNIST digit (`mnist_tf.data.preprocess`) and classified;
 one line per file on stdout. A file that cannot be used is reported on its own
 line on stderr, the others are still classified, and the exit status is 2
 (bad input, as for every entry point). Usage errors (no input, a bad workdir
 or checkpoint, --test_index out of range) are one line on stderr, also with
-exit status 2.
+exit status 2. With --plot_dir, each classified input also gets a picture
+(`mnist_tf.plot.plot_prediction`): the original, the 28x28 digit the model saw
+and the ten probabilities, as DIR/<file stem>.png or DIR/test_N.png.
 
 The library functions (`predict_files`, `predict_test_example`, `run`) take
 explicit arguments and never read flags; tests call them in-process.
@@ -59,6 +62,12 @@ def define_predict_flags() -> None:
     flags.DEFINE_string("preprocessed_dir", None,
                         "Write each prepared 28x28 digit here as a PNG, NNN-NAME.png with NNN "
                         "the input's position (what the model sees: white ink on black).")
+    flags.DEFINE_string("plot_dir", None,
+                        "Write a picture per classified input here (created if missing; needs "
+                        "matplotlib: pip install -e \".[plot]\"): the original image, the 28x28 "
+                        "digit the model saw, enlarged, and a bar chart of the ten probabilities "
+                        "with the prediction marked; named after the input, <file stem>.png or "
+                        "test_N.png (_2, _3, ... added when two inputs share a name).")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -210,8 +219,13 @@ def format_text(prediction: Prediction) -> str:
             f"({verdict}) | top-3: {top}")
 
 
-def format_json(prediction: Prediction) -> str:
-    """One JSON object: file or test_index (+ label), digit, probabilities, top3; or error."""
+def format_json(prediction: Prediction, plot: str | None = None) -> str:
+    """One JSON object: file or test_index (+ label), digit, probabilities, top3; or error.
+
+    Args:
+        prediction: the prediction.
+        plot: the picture written for it (`--plot_dir`), added as "plot".
+    """
     record = {"file": prediction.file} if prediction.file is not None else {
         "test_index": prediction.test_index, "label": prediction.label}
     if prediction.error is not None:
@@ -220,7 +234,64 @@ def format_json(prediction: Prediction) -> str:
         record["digit"] = prediction.digit
         record["probabilities"] = [round(p, 6) for p in prediction.probabilities]
         record["top3"] = [{"digit": d, "probability": round(p, 6)} for d, p in prediction.top()]
+    if plot is not None:
+        record["plot"] = plot
     return json.dumps(record)
+
+
+def plot_names(predictions: list[Prediction]) -> list[str | None]:
+    """The picture's file name of each prediction: `<file stem>.png` or `test_N.png`.
+
+    Names are unique: a repeat (`a/3.png` and `b/3.jpg`) gets `_2`, `_3`, ...
+    Failed predictions get None (they have no picture).
+    """
+    names, used = [], set()
+    for prediction in predictions:
+        if prediction.error is not None:
+            names.append(None)
+            continue
+        stem = (os.path.splitext(os.path.basename(prediction.file))[0]
+                if prediction.file is not None else f"test_{prediction.test_index}")
+        name, copy = f"{stem}.png", 1
+        while name in used:
+            copy += 1
+            name = f"{stem}_{copy}.png"
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def write_plots(predictions: list[Prediction], plot_dir: str) -> list[str | None]:
+    """Writes each successful prediction's picture into `plot_dir` (see `plot_names`).
+
+    Returns:
+        The path written per prediction (None for failed ones), in order.
+    """
+    from mnist_tf import plot
+
+    paths = []
+    for prediction, name in zip(predictions, plot_names(predictions)):
+        if name is None:
+            paths.append(None)
+            continue
+        # Read again here: only the 28x28 digit is kept from classification.
+        original = preprocess.load_image(prediction.file) if prediction.file else None
+        paths.append(plot.plot_prediction(prediction, os.path.join(plot_dir, name), original))
+    return paths
+
+
+def check_plot_dir(plot_dir: str | None) -> None:
+    """Refuses an unusable --plot_dir or a missing matplotlib, before anything is written.
+
+    Raises:
+        UserError: naming --plot_dir and the fix, or how to install matplotlib.
+    """
+    if not plot_dir:
+        return
+    from mnist_tf import plot
+
+    plot.check_output_dir(plot_dir, "--plot_dir")
+    plot.import_pyplot()
 
 
 def check_inputs(paths: list[str], test_index: int | None) -> None:
@@ -236,8 +307,6 @@ def check_inputs(paths: list[str], test_index: int | None) -> None:
         raise UserError(f"--test_index: must be >= 0, got {test_index}")
 
 
-
-
 def run(
     workdir: str,
     paths: list[str],
@@ -247,6 +316,7 @@ def run(
     allow_download: bool = True,
     as_json: bool = False,
     preprocessed_dir: str | None = None,
+    plot_dir: str | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
@@ -261,6 +331,9 @@ def run(
         allow_download: whether TFDS's own download may be tried for `test_index`.
         as_json: print JSON lines instead of readable lines.
         preprocessed_dir: if set, write each prepared digit there as a PNG.
+        plot_dir: if set, write a picture of each classified input there
+            (`write_plots`) and say where: a `Wrote PATH` line each, or a
+            "plot" key in the JSON lines.
         out: where results go (default stdout).
         err: where per-file problems go (default stderr), one `error: FILE: problem` each.
 
@@ -269,13 +342,17 @@ def run(
 
     Raises:
         UserError: for usage errors: no input, a bad workdir or checkpoint,
-            `test_index` out of range, unusable data or output directory.
+            `test_index` out of range, unusable data or output directory, or
+            `plot_dir` without matplotlib.
     """
     out = out or sys.stdout
     err = err or sys.stderr
     check_inputs(paths, test_index)
+    check_plot_dir(plot_dir)
     if preprocessed_dir:
         files.make_directory(preprocessed_dir, "--preprocessed_dir")
+    if plot_dir:
+        plot_dir = files.make_directory(plot_dir, "--plot_dir")
 
     from mnist_tf import images, inference
     from mnist_tf.data import sources
@@ -295,13 +372,14 @@ def run(
     if test_index is not None:
         predictions.append(example)
 
+    plots = write_plots(predictions, plot_dir) if plot_dir else [None] * len(predictions)
     if not as_json:
         print(f"Model: {loaded.checkpoint} (step {loaded.step})", file=out)
-    for i, prediction in enumerate(predictions):
+    for i, (prediction, plot) in enumerate(zip(predictions, plots)):
         if prediction.error is not None:
             print(f"error: {format_text(prediction)}", file=err)
         if as_json:
-            print(format_json(prediction), file=out)
+            print(format_json(prediction, plot), file=out)
         elif prediction.error is None:
             print(format_text(prediction), file=out)
         if preprocessed_dir and prediction.image is not None:
@@ -309,6 +387,9 @@ def run(
                     if prediction.file is not None else f"test-{prediction.test_index}")
             images.write_png(os.path.join(preprocessed_dir, f"{i:03d}-{stem}.png"),
                              prediction.image)
+    if not as_json:
+        for plot in filter(None, plots):
+            print(f"Wrote {plot}", file=out)
     out.flush()
     return EXIT_SOME_FAILED if any(p.error is not None for p in predictions) else EXIT_OK
 
@@ -318,12 +399,13 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
     try:
         check_inputs(argv[1:], FLAGS.test_index)
+        check_plot_dir(FLAGS.plot_dir)
         # Imported here so that bad flags are rejected before TensorFlow loads.
         cli.import_tensorflow_quietly()
         status = run(
             FLAGS.workdir, argv[1:], checkpoint=FLAGS.checkpoint, test_index=FLAGS.test_index,
             data_dir=FLAGS.data_dir, allow_download=FLAGS.download, as_json=FLAGS.json,
-            preprocessed_dir=FLAGS.preprocessed_dir,
+            preprocessed_dir=FLAGS.preprocessed_dir, plot_dir=FLAGS.plot_dir,
         )
     except UserError as e:
         cli.fail(str(e))

@@ -77,10 +77,17 @@ def test_without_matplotlib_the_message_says_how_to_install_it(workdir):
 
 
 def test_cli_errors_are_one_line(tmp_path):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "a_file").write_text("")
+    several = f"--workdir={tmp_path},{tmp_path / 'other'}"
     for args, fragment in ((["--workdir=" + str(tmp_path / "none")], "does not exist"),
                            ([], "--workdir: required"),
-                           (["--workdir=" + str(tmp_path), "--num_digits=0"], "--num_digits")):
+                           (["--workdir=" + str(tmp_path), "--num_digits=0"], "--num_digits"),
+                           ([several], "--output_dir: required with several --workdir"),
+                           ([several, f"--output_dir={tmp_path / 'a_file'}"],
+                            "--output_dir: " + str(tmp_path / "a_file") + " is a file")):
         result = run_plot(*args)
         assert result.returncode == 2, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert fragment in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["a_file", "other"]  # Nothing written.
