@@ -152,13 +152,18 @@ class Classifier:
         return self._loaded.step
 
     @property
+    def weights(self) -> str:
+        """"averaged" (the run's `--ema_decay` moving average) or "trained"."""
+        return self._loaded.weights
+
+    @property
     def model(self) -> MLP:
         """The `mnist_tf.model.mlp.MLP`: float32 [N, 784] in [0, 1] -> logits [N, 10]."""
         return self._loaded.model
 
     def __repr__(self) -> str:
         return (f"Classifier(checkpoint={self.checkpoint!r}, step={self.step}, "
-                f"hidden_sizes={list(self.config.hidden_sizes)})")
+                f"hidden_sizes={list(self.config.hidden_sizes)}, weights={self.weights!r})")
 
     def predict(self, images) -> dict[str, np.ndarray]:
         """Classifies digits.

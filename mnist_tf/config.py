@@ -132,6 +132,18 @@ def _check_profile_steps(steps: tuple[int, ...]) -> None:
         )
 
 
+def _check_elastic(alpha: float, sigma: float) -> None:
+    # The bounds keep the warp a distortion of the digit: a field of more than
+    # half the image, or a Gaussian wider than it, destroys it.
+    if alpha > 14.0 * 4:
+        raise ConfigError("augment_elastic_alpha", f"must be at most 56 pixels, got {alpha}")
+    if sigma > 14.0:
+        raise ConfigError("augment_elastic_sigma", f"must be at most 14 pixels, got {sigma}")
+    if alpha > 0.0 and sigma < 0.5:
+        raise ConfigError("augment_elastic_sigma", f"must be at least 0.5 pixels with "
+                          f"--augment_elastic_alpha={alpha}, got {sigma} (e.g. 4)")
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """A `TrainConfig` field's life outside Python: its flag, checks, resume rule, docs.
@@ -220,6 +232,11 @@ class TrainConfig:
         on_resume=FIXED, hparam=True, bound="non_negative")
     dropout: float = setting(
         0.0, "Dropout rate after each hidden layer, in [0, 1).", on_resume=FIXED, hparam=True)
+    ema_decay: float = setting(
+        0.0, "Weight averaging: keep an exponential moving average of the weights with this "
+        "decay, in [0, 1) (e.g. 0.999; 0: off). When on, evaluation, results.json, evaluate, "
+        "predict, export and the Python API use the averaged weights, and say so.",
+        on_resume=FIXED, hparam=True)
     # The training split (a resume must see the same examples) and the seed of
     # the weights, the data order and the dropout masks.
     validation_size: int = setting(
@@ -280,7 +297,16 @@ class TrainConfig:
         "[1-this, 1+this] (0: no scaling).", on_resume=FIXED, hparam=True)
     augment_shift_pixels: float = setting(
         0.0, "Augmentation: shift each training image by a random offset in [-this, this] "
-        "pixels in x and y (0: no shift). With all three 0 the images are not augmented.",
+        "pixels in x and y (0: no shift).", on_resume=FIXED, hparam=True, bound="non_negative")
+    augment_elastic_alpha: float = setting(
+        0.0, "Augmentation: elastic distortion (Simard et al. 2003), the scale in pixels of "
+        "each training image's random displacement field (0: none; needs "
+        "--augment_elastic_sigma). Joined with the affine warp in one resampling.",
+        on_resume=FIXED, hparam=True, bound="non_negative")
+    augment_elastic_sigma: float = setting(
+        0.0, "Augmentation: the standard deviation in pixels of the Gaussian that smooths the "
+        "elastic displacement field (e.g. 4 with --augment_elastic_alpha=34, the paper's). "
+        "With all augmentation settings 0 the images are not augmented.",
         on_resume=FIXED, hparam=True, bound="non_negative")
     # Evaluation only.
     eval_every_steps: int = setting(
@@ -352,6 +378,10 @@ class TrainConfig:
             raise ConfigError("augment_shift_pixels",
                               f"must be at most 14 (half the image), got "
                               f"{self.augment_shift_pixels}")
+        if not 0.0 <= self.ema_decay < 1.0:  # Also rejects NaN.
+            raise ConfigError("ema_decay", f"must be in [0, 1) (e.g. 0.999; 0: off), got "
+                              f"{self.ema_decay}")
+        _check_elastic(self.augment_elastic_alpha, self.augment_elastic_sigma)
         if not 0.0 <= self.stop_at_test_accuracy <= 1.0:
             raise ConfigError("stop_at_test_accuracy",
                               f"must be a fraction in [0, 1] (e.g. 0.98), got "
@@ -383,7 +413,22 @@ class TrainConfig:
     def augments(self) -> bool:
         """Whether the training images are randomly warped."""
         return any((self.augment_rotation_degrees, self.augment_scale,
-                    self.augment_shift_pixels))
+                    self.augment_shift_pixels, self.augment_elastic_alpha))
+
+    @property
+    def weights_kind(self) -> str:
+        """"averaged" with --ema_decay (evaluation and inference use the EMA), else "trained"."""
+        return "averaged" if self.ema_decay else "trained"
+
+    @property
+    def weights_description(self) -> str:
+        """What every tool prints about the weights it uses.
+
+        e.g. "the averaged weights (EMA, decay 0.999)" or "the trained weights".
+        """
+        if self.ema_decay:
+            return f"the averaged weights (EMA, decay {self.ema_decay:g})"
+        return "the trained weights"
 
     def to_dict(self) -> dict:
         """Returns the configuration as JSON-ready values."""

@@ -175,6 +175,7 @@ def evaluate_loaded(
         "split": split,
         "checkpoint": loaded.checkpoint,
         "step": loaded.step,
+        "weights": loaded.weights,
         "num_examples": int(matrix.sum()),
         "loss": predictions.loss,
         "accuracy": predictions.accuracy,
@@ -247,7 +248,7 @@ def format_report(results: dict) -> str:
     correct = int(np.trace(matrix))
     lines = [
         f"Checkpoint: {results['checkpoint']} (step {results['step']}, hidden sizes "
-        f"{results['hidden_sizes']})",
+        f"{results['hidden_sizes']}, {results.get('weights', 'trained')} weights)",
         f"Split: {results['split']}, {results['num_examples']} examples",
         f"Loss {results['loss']:.4f}, accuracy {results['accuracy']:.2%} "
         f"({correct}/{results['num_examples']} correct)",

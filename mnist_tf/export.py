@@ -161,6 +161,7 @@ def export_loaded(loaded: LoadedModel, workdir: str, export_dir: str) -> dict:
         "workdir": workdir,
         "checkpoint": loaded.checkpoint,
         "step": loaded.step,
+        "weights": loaded.weights,
         "hidden_sizes": list(loaded.config.hidden_sizes),
         "signature": {
             "name": SIGNATURE_KEY,
@@ -239,7 +240,8 @@ def main(argv: list[str]) -> None:
         cli.fail("interrupted; nothing was exported")
     signature = exported["signature"]
     print(f"Exported {exported['checkpoint']} (step {exported['step']}, hidden sizes "
-          f"{exported['hidden_sizes']}) to {exported['export_dir']}")
+          f"{exported['hidden_sizes']}, {exported['weights']} weights) to "
+          f"{exported['export_dir']}")
     print(f"Signature {signature['name']}: images {signature['inputs']['images']} -> "
           + ", ".join(f"{k} {v}" for k, v in signature["outputs"].items()))
     print(f"Load it with TensorFlow alone: tf.saved_model.load({exported['export_dir']!r})"

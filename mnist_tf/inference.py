@@ -21,16 +21,23 @@ class LoadedModel:
     """A model restored from a checkpoint.
 
     Attributes:
-        model: the MLP with the checkpoint's weights.
+        model: the MLP with the checkpoint's weights: with `--ema_decay`, the
+            averaged weights (`weights` says which).
         config: the training configuration recorded in the workdir.
         checkpoint: the checkpoint prefix the weights came from.
         step: the global step of that checkpoint (batches trained).
+        weights: "averaged" (the EMA) or "trained".
     """
 
     model: MLP
     config: TrainConfig
     checkpoint: str
     step: int
+    weights: str = "trained"
+
+    def describe(self) -> str:
+        """"CHECKPOINT (step N, the averaged weights (EMA, decay D))": what tools print."""
+        return f"{self.checkpoint} (step {self.step}, {self.config.weights_description})"
 
 
 def load_model(workdir: str, checkpoint: str | None = None, log=None) -> LoadedModel:
@@ -65,7 +72,7 @@ def load_model(workdir: str, checkpoint: str | None = None, log=None) -> LoadedM
         raise CheckpointError(
             f"{os.path.join(workdir, CHECKPOINT_SUBDIR)} holds no checkpoint; "
             "train (or resume) in this workdir first")
-    return LoadedModel(state.model, config, restored, state.step)
+    return LoadedModel(state.eval_model, config, restored, state.step, config.weights_kind)
 
 
 def make_predict_fn(model: MLP, jit_compile: bool = False):

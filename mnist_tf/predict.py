@@ -374,7 +374,7 @@ def run(
 
     plots = write_plots(predictions, plot_dir) if plot_dir else [None] * len(predictions)
     if not as_json:
-        print(f"Model: {loaded.checkpoint} (step {loaded.step})", file=out)
+        print(f"Model: {loaded.describe()}", file=out)
     for i, (prediction, plot) in enumerate(zip(predictions, plots)):
         if prediction.error is not None:
             print(f"error: {format_text(prediction)}", file=err)

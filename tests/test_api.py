@@ -108,7 +108,7 @@ def test_load_restores_the_newest_checkpoint(trained, classifier):
     assert [v.shape.as_list() for v in classifier.model.parameters()] == [
         [784, 16], [16], [16, 10], [10]]
     assert repr(classifier) == (f"Classifier(checkpoint='{workdir}/checkpoints/ckpt-20', "
-                                "step=20, hidden_sizes=[16])")
+                                "step=20, hidden_sizes=[16], weights='trained')")
 
 
 def test_load_a_named_checkpoint(trained):

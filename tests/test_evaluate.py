@@ -124,7 +124,7 @@ def test_report_is_readable(trained, small_data_dir):
     report = evaluate.format_report(results)
     lines = report.splitlines()
     assert lines[0] == (f"Checkpoint: {workdir / 'checkpoints' / 'ckpt-30'} (step 30, "
-                        "hidden sizes [32])")
+                        "hidden sizes [32], trained weights)")
     assert lines[1] == "Split: test, 200 examples"
     assert lines[2].startswith(f"Loss {results['loss']:.4f}, accuracy")
     header = lines.index("class  precision   recall  support")

@@ -220,7 +220,7 @@ def test_command_line_exports_then_refuses_to_overwrite(trained, tmp_path):
     assert "Traceback" not in first.stderr
     lines = first.stdout.strip().splitlines()
     assert lines[0] == (f"Exported {trained / 'checkpoints' / 'ckpt-30'} (step 30, hidden "
-                        f"sizes [32]) to {export_dir}")
+                        f"sizes [32], trained weights) to {export_dir}")
     assert lines[1].startswith("Signature serving_default: images uint8 [N, 28, 28, 1] or "
                                "[N, 28, 28] -> probabilities float32 [N, 10], classes int64")
     assert (export_dir / "saved_model.pb").is_file()

@@ -367,7 +367,7 @@ def test_run_prints_lines_and_saves_what_the_model_saw(trained, digit_files, bad
                          out=out, err=err)
     assert status == predict.EXIT_SOME_FAILED
     lines = out.getvalue().splitlines()
-    assert lines[0].startswith("Model: ") and "ckpt-400 (step 400)" in lines[0]
+    assert lines[0].startswith("Model: ") and "ckpt-400 (step 400, the trained weights)" in lines[0]
     assert [line.split(":")[0] for line in lines[1:]] == [paths[0], paths[2]]
     assert " | top-3: " in lines[1] and lines[1].count("%") == 3
     assert len(err.getvalue().splitlines()) == 1
@@ -472,7 +472,8 @@ def test_cli_reports_each_bad_file_and_classifies_the_rest(cli_runs, trained, ba
     assert "no ink" in errors[-1]
     good = [p for p in paths if p not in bad_files.values()]
     lines = stdout.splitlines()
-    assert lines[0].startswith("Model: ") and lines[0].endswith("ckpt-400 (step 400)")
+    assert lines[0].startswith("Model: ")
+    assert lines[0].endswith("ckpt-400 (step 400, the trained weights)")
     assert [line.split(":")[0] for line in lines[1:-1]] == good
     # The command line says what the library says.
     from mnist_tf import inference

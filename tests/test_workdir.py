@@ -14,7 +14,8 @@ from mnist_tf.errors import UserError
 OTHER_VALUES = {"hidden_sizes": (64,), "profile_steps": (2, 4), "learning_rate": 3e-3}
 # What another value of some settings needs beside it to be a valid config.
 NEEDS = {"steps_per_call": {"data_on_device": True},
-         "cpu_replicas": {"distribution": "mirrored"}}
+         "cpu_replicas": {"distribution": "mirrored"},
+         "augment_elastic_alpha": {"augment_elastic_sigma": 4.0}}
 
 
 def another_value(name):
@@ -51,8 +52,9 @@ def recorded(tmp_path, **values):
 def test_the_settings_are_split_as_decided():
     assert names(FIXED) == [
         "hidden_sizes", "batch_size", "learning_rate", "lr_schedule", "warmup_steps",
-        "weight_decay", "dropout", "validation_size", "seed", "augment_rotation_degrees",
-        "augment_scale", "augment_shift_pixels", "precision"]
+        "weight_decay", "dropout", "ema_decay", "validation_size", "seed",
+        "augment_rotation_degrees", "augment_scale", "augment_shift_pixels",
+        "augment_elastic_alpha", "augment_elastic_sigma", "precision"]
     assert names(RUN_LENGTH) == ["epochs", "train_steps"]
     assert set(names(FREE)) == set(settings()) - set(names(FIXED)) - set(names(RUN_LENGTH))
 

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from mnist_tf.config import TrainConfig
 from mnist_tf.errors import CheckpointError
+from mnist_tf.model.ema import WeightAverage
 from mnist_tf.model.mlp import MLP
 from mnist_tf.model.optimizers import Adam
 from mnist_tf.model.precision import LossScale, policy
@@ -34,6 +35,9 @@ class TrainState(tf.Module):
             checkpointed so a resumed run draws what it would have drawn.
         loss_scale: dynamic loss scale (inert at 1.0 unless mixed_float16)
             and the count of skipped updates.
+        ema: with `--ema_decay`, the moving average of the weights (float32
+            variables, checkpointed as `ema/...`); None otherwise, so runs
+            without it keep their checkpoint layout.
     """
 
     def __init__(
@@ -65,9 +69,15 @@ class TrainState(tf.Module):
             self.optimizer = Adam(self.model.parameters())
             self.loss_scale = LossScale(enabled=mixed.loss_scaling,
                                         skip_nonfinite=config.nan_policy == "skip_step")
+            self.ema = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
         # Outside the strategy's scope: one generator, drawn from once per
         # step in cross-replica context, exactly as without a strategy.
         self.rng = tf.random.Generator.from_seed(config.seed + 1)
+
+    @property
+    def eval_model(self) -> MLP:
+        """The weights evaluation, prediction and export use: the average if there is one."""
+        return self.ema.model if self.ema is not None else self.model
 
     @property
     def step(self) -> int:
@@ -78,9 +88,11 @@ class TrainState(tf.Module):
 def make_manager(state: TrainState, workdir: str, max_to_keep: int = 3
                  ) -> tf.train.CheckpointManager:
     """A manager saving `state` under `workdir/checkpoints` (the one checkpoint root)."""
+    # The average only when there is one: runs without it keep their layout.
+    extra = {"ema": state.ema} if state.ema is not None else {}
     return checkpoints.make_manager(workdir, max_to_keep, model=state.model,
                                     optimizer=state.optimizer, rng=state.rng,
-                                    loss_scale=state.loss_scale)
+                                    loss_scale=state.loss_scale, **extra)
 
 
 def restore(state: TrainState, workdir: str, checkpoint: str | None = None, log=None,

@@ -222,6 +222,8 @@ def _apply(state, schedule, parameters, gradients, loss, nan_policy):
 
     def apply():
         optimizer.apply(gradients, parameters, schedule(optimizer.step))
+        if state.ema is not None:  # Once per applied update, in cross-replica context.
+            state.ema.update(parameters, optimizer.step)
         return tf.constant(True)
 
     with tf.name_scope("adam"):

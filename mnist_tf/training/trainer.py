@@ -85,7 +85,7 @@ class Run:
                                       config.warmup_steps, self.total_steps)
         self.train_metrics = Metrics(name="train_metrics")
         self.eval_metrics = Metrics(name="eval_metrics")
-        self.eval_step = make_eval_step(state.model, self.eval_metrics, config.eval_batch_size,
+        self.eval_step = make_eval_step(state.eval_model, self.eval_metrics, config.eval_batch_size,
                                         config.jit_compile, splits.test.images.dtype)
         named = {"validation": splits.validation, "test": splits.test}
         self.eval_batches = {split: pipeline.eval_batches(examples, config.eval_batch_size)
@@ -151,7 +151,8 @@ def _make_runner(config, state, schedule, metrics, splits, strategy, device=None
     augment = None
     if config.augments:
         augment = AffineAugment(config.augment_rotation_degrees, config.augment_scale,
-                                config.augment_shift_pixels)
+                                config.augment_shift_pixels, config.augment_elastic_alpha,
+                                config.augment_elastic_sigma)
     train_step = make_train_step(state, schedule, metrics, config.batch_size,
                                  config.weight_decay, augment, config.nan_policy, strategy)
     if strategy is not None:
@@ -385,6 +386,7 @@ def _log_setup(run: Run, device: str, restored: str | None, complete: bool = Fal
         f"{list(config.hidden_sizes)}; {splits.num_train} train / {splits.num_validation} "
         f"validation / {splits.num_test} test examples; {run.steps_per_epoch} steps per epoch, "
         f"{run.total_steps} steps in all")
+    log(f"Weights: evaluation and inference use {config.weights_description}")
 
 
 def _train_and_finish(run: Run, source, restored: str | None, stop_request) -> dict:
@@ -425,6 +427,10 @@ def _results(run: Run, step: int, source) -> dict:
         "wall_seconds": round(time.time() - run.process_start, 3),
         "train_examples_per_second": round(rate, 1) if rate else None,
         "params_sha256": params_sha256(state.model),
+        # Which weights the metrics above are of; with --ema_decay, the averages'
+        # digest too (the resume check of both).
+        "weights": run.config.weights_kind,
+        "ema_params_sha256": params_sha256(state.ema.model) if state.ema is not None else None,
         "num_parameters": state.model.num_parameters(),
         "data_source": source.kind if source else "in-memory",
         "data_dir": source.data_dir if source else None,
@@ -502,6 +508,7 @@ def _reevaluate(run: Run, recorded: dict, workdir: str, restored: str, chief: bo
         **{f"{split}_{name}": run.evaluations.get(split, {}).get(name)
            for split in ("test", "validation") for name in ("accuracy", "loss")},
         "params_sha256": params_sha256(run.state.model),
+        "weights": config.weights_kind,
         "unix_time": round(time.time(), 3),
     }
     path = "written by the chief"
