@@ -155,57 +155,6 @@ def mnist_tf_config(hidden_sizes, batch_size: int):
     return config, overrides
 
 
-def in_memory_splits(images, labels):
-    """The trainer's `Splits` over these arrays (all for training; no validation)."""
-    from mnist_tf.data import pipeline
-
-    train = pipeline.from_arrays(images, labels)
-    # The runners read only the training split; `test` is never evaluated here.
-    return pipeline.Splits(train=train, validation=None, test=train, num_train=len(train),
-                           num_validation=0, num_test=len(train))
-
-
-def measure_mnist_tf(config, images, labels, repeats: int, device: str):
-    """Per-epoch seconds of the trainer's runner for `config`: (burn-in, [timed...], runner)."""
-    from mnist_tf.model.schedules import make_schedule
-    from mnist_tf.training import trainer
-    from mnist_tf.training.state import TrainState
-    from mnist_tf.training.steps import Metrics
-
-    splits = in_memory_splits(images, labels)
-    steps = splits.num_train // config.batch_size
-    state = TrainState(config)
-    schedule = make_schedule(config.lr_schedule, config.learning_rate, config.warmup_steps,
-                             steps * (repeats + 1))
-    # The trainer's own choice of runner for this config (no strategy).
-    runner = trainer._make_runner(config, state, schedule, Metrics(), splits, None,
-                                  device=device)
-
-    # The calls of an epoch, planned as the trainer's loop plans them (`trainer.plan_calls`)
-    # with no periodic actions: they end only at the runner's steps_per_call and the epoch's
-    # end. The runner is told the plan up front, as in the trainer.
-    counts, step = [], 0
-    while step < steps:
-        stop = trainer.next_stop(step, steps, runner.steps_per_call, [])
-        counts.append(stop - step)
-        step = stop
-
-    def run_epoch(epoch):
-        runner.start_epoch(epoch, 0, counts)
-        first = 0
-        for count in counts:
-            runner(first, count, 0)
-            first += count
-
-    times = []
-    for epoch in range(repeats + 1):
-        start = time.perf_counter()
-        run_epoch(epoch)
-        state.optimizer.step.numpy()  # Sync: wait for the last step before reading the clock.
-        times.append(time.perf_counter() - start)
-    return times[0], times[1:], runner
-
-
 def measure_keras(images, labels, hidden_sizes, batch_size, repeats, dropout=0.0,
                   precision="float32", jit_compile="auto", steps_per_execution=1):
     """Per-epoch seconds of Keras `model.fit`: (burn-in, [timed...], resolved jit_compile)."""
@@ -313,7 +262,8 @@ def run(config, overrides, device):
     alone = max(alone_tf, alone_xla)
     ceiling = alone * 1e9 / flops * batch_size
 
-    burn_in, times, runner = measure_mnist_tf(config, images, labels, FLAGS.repeats, device)
+    burn_in, times, runner = common.measure_mnist_tf(config, images, labels, FLAGS.repeats,
+                                                     device)
     steps_per_call = runner.steps_per_call
     ours_rate = common.median_rate(num, times)
     step_gflops = ours_rate / batch_size * flops / 1e9
