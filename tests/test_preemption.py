@@ -11,13 +11,21 @@ import time
 import pytest
 from conftest import REPO
 
-from mnist_tf.training import preemption
+from mnist_tf.config import TrainConfig
+from mnist_tf.training import preemption, trainer
 
 # 600 training examples, 18 steps per epoch; dropout on, so that the checkpointed RNG
-# is part of what must resume.
+# is part of what must resume. Without XLA: the signals, not the compiler, are tested
+# here, and each process would spend ~6 s compiling (the chunked loop and its stop vote
+# are the same either way).
 RUN = ["--hidden_sizes=32", "--batch_size=32", "--validation_size=0", "--train_steps=300",
        "--log_every_steps=10", "--checkpoint_every_steps=50", "--histogram_every_steps=0",
-       "--eval_batch_size=100", "--dropout=0.2", "--deterministic", "--nodownload"]
+       "--eval_batch_size=100", "--dropout=0.2", "--deterministic", "--nojit_compile",
+       "--nodownload"]
+# RUN as a TrainConfig, for the uninterrupted reference trained in this process.
+RUN_CONFIG = TrainConfig(hidden_sizes=(32,), batch_size=32, validation_size=0, train_steps=300,
+                         log_every_steps=10, checkpoint_every_steps=50, histogram_every_steps=0,
+                         eval_batch_size=100, dropout=0.2, deterministic=True, jit_compile=False)
 
 
 def start(workdir, data_dir, *flags):
@@ -48,7 +56,14 @@ def finish(workdir, data_dir, *flags):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, small_data_dir):
-    _, results = finish(tmp_path_factory.mktemp("straight"), small_data_dir)
+    """params_sha256 of RUN trained straight through, in this process (no second start-up).
+
+    The stopped command-line runs must end on it: that also checks that RUN's flags
+    and RUN_CONFIG are the same run.
+    """
+    results = trainer.train_and_evaluate(RUN_CONFIG, str(tmp_path_factory.mktemp("straight")),
+                                         data_dir=small_data_dir, allow_download=False,
+                                         log=lambda line: None)
     return results["params_sha256"]
 
 
@@ -160,17 +175,19 @@ def test_sigkill_under_float16_loss_scaling_and_mirrored_replicas_resumes_exactl
     # One run covers both options a resume must carry: the float16 loss scale and
     # its streak in the checkpoint, and variables mirrored over two replicas (each
     # drawing its own dropout masks) saved by and restored into a strategy.
+    # Mirrored float16 steps are slow on a CPU (one step per call, float16 emulated):
+    # 100 steps, checkpoints every 20, killed past step 30 (mid-epoch 1 and 2).
     options = ["--precision=mixed_float16", "--distribution=mirrored", "--cpu_replicas=2",
-               "--train_steps=200", "--checkpoint_every_steps=40"]
+               "--train_steps=100", "--checkpoint_every_steps=20"]
     _, straight = finish(tmp_path / "straight", small_data_dir, *options)
-    last_logged = kill_after_step(60, tmp_path / "killed", small_data_dir, *options)
-    assert 60 <= last_logged < 200
+    last_logged = kill_after_step(30, tmp_path / "killed", small_data_dir, *options)
+    assert 30 <= last_logged < 100
     out, resumed = finish(tmp_path / "killed", small_data_dir, *options)
     assert "Distribution: MirroredStrategy, 2 replicas" in out
     assert "dynamic loss scale" in out
     resumed_at = resumed_step(out)
-    lowest, highest = resume_bounds(last_logged, 40)
-    assert lowest <= resumed_at <= highest and resumed_at % 40 == 0, (resumed_at, last_logged)
+    lowest, highest = resume_bounds(last_logged, 20)
+    assert lowest <= resumed_at <= highest and resumed_at % 20 == 0, (resumed_at, last_logged)
     assert resumed["params_sha256"] == straight["params_sha256"]
 
 
