@@ -73,25 +73,6 @@ def keep_runner(monkeypatch, made):
     monkeypatch.setattr(trainer, "make_eval_step", keep("eval", trainer.make_eval_step))
 
 
-def test_steps_are_traced_once_per_run(tmp_path, small_data_dir, monkeypatch):
-    made = {}
-    keep_runner(monkeypatch, made)
-    # 3 epochs, validation (100) and test (200) each with a padded last batch.
-    # The default path: tf.data chunks, several XLA-compiled steps per call.
-    run(TrainConfig(**{**SMALL, "epochs": 3, "jit_compile": True}, dropout=0.1), tmp_path,
-        small_data_dir)
-    assert isinstance(made["runner"], runners.IteratorRunner)
-    assert made["runner"].train_fn.experimental_get_tracing_count() == 1
-    assert made["runner"].loop_fn.experimental_get_tracing_count() == 1
-    assert made["eval"].experimental_get_tracing_count() == 1
-
-
-def test_jit_compile_trains(tmp_path, small_data_dir):
-    results, _ = run(TrainConfig(**{**SMALL, "jit_compile": True}, dropout=0.1, learning_rate=3e-3),
-                     tmp_path, small_data_dir)
-    assert results["test_accuracy"] > 0.5
-
-
 def test_deterministic_runs_are_bit_identical(tmp_path, small_data_dir):
     config = TrainConfig(**SMALL, deterministic=True, dropout=0.2, seed=5)
     first, _ = run(config, tmp_path / "a", small_data_dir)
@@ -100,20 +81,6 @@ def test_deterministic_runs_are_bit_identical(tmp_path, small_data_dir):
                    tmp_path / "c", small_data_dir)
     assert first["params_sha256"] == second["params_sha256"]
     assert first["params_sha256"] != other["params_sha256"]
-
-
-def test_resume_continues_exactly_where_the_checkpoint_left_off(tmp_path, small_data_dir):
-    # 23 steps is mid-epoch (15 steps per epoch): resuming must restore the
-    # weights, Adam's slots and step, the dropout RNG and the data position.
-    config = dict(SMALL, deterministic=True, dropout=0.3, seed=1)
-    straight, _ = run(TrainConfig(**config, train_steps=46), tmp_path / "straight",
-                      small_data_dir)
-    run(TrainConfig(**config, train_steps=23), tmp_path / "resumed", small_data_dir)
-    resumed, lines = run(TrainConfig(**config, train_steps=46), tmp_path / "resumed",
-                         small_data_dir)
-    assert any(line.startswith("Resuming from") and "at step 23" in line for line in lines)
-    assert resumed["global_step"] == 46
-    assert resumed["params_sha256"] == straight["params_sha256"]
 
 
 def test_finished_run_only_evaluates_again(tmp_path, small_data_dir):
@@ -182,67 +149,84 @@ def test_data_on_device_trains_and_traces_its_loop_once(tmp_path, small_data_dir
 
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
 def test_steps_per_call_and_the_path_do_not_change_the_result(tmp_path, small_data_dir,
-                                                              jit_compile):
+                                                              monkeypatch, jit_compile):
     # Several steps per call is the same arithmetic as one step per call, and
     # tf.data chunks feed the same batches, in the same order, as the split
     # held on the device.
-    config = dict(FAST, jit_compile=jit_compile)
-    one, _ = run(TrainConfig(**config, steps_per_call=1), tmp_path / "one", small_data_dir)
-    many, _ = run(TrainConfig(**config, steps_per_call=7), tmp_path / "many", small_data_dir)
-    assert one["params_sha256"] == many["params_sha256"]
+    # The same runs also check what once took runs of their own: every path,
+    # with XLA too, trains and traces its steps once per run (2 epochs;
+    # validation (100) and test (200) each end in a padded batch).
+    made = {}
+    keep_runner(monkeypatch, made)
+
+    def traced_run(name, data_on_device, steps_per_call):
+        results, _ = run(TrainConfig(**{**FAST, "data_on_device": data_on_device,
+                                        "jit_compile": jit_compile},
+                                     steps_per_call=steps_per_call),
+                         tmp_path / name, small_data_dir)
+        runner = made["runner"]
+        assert isinstance(runner, runners.DeviceLoopRunner if data_on_device
+                          else runners.IteratorRunner), name
+        traced = [runner.train_fn, made["eval"]] + ([] if data_on_device else [runner.loop_fn])
+        assert [f.experimental_get_tracing_count() for f in traced] == [1] * len(traced), name
+        assert results["test_accuracy"] > 0.8, name
+        return results["params_sha256"]
+
+    one = traced_run("one", True, 1)
+    assert traced_run("many", True, 7) == one
     for steps_per_call in (1, 7):
-        piped, _ = run(TrainConfig(**{**config, "data_on_device": False},
-                                   steps_per_call=steps_per_call),
-                       tmp_path / f"piped{steps_per_call}", small_data_dir)
-        assert piped["params_sha256"] == one["params_sha256"]
+        assert traced_run(f"piped{steps_per_call}", False, steps_per_call) == one
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, small_data_dir):
+    """results(config): an uninterrupted run's results, each config trained once per file."""
+    done = {}
+
+    def results(config):
+        if config not in done:
+            done[config] = run(config, tmp_path_factory.mktemp("straight"), small_data_dir)[0]
+        return done[config]
+
+    return results
 
 
 @pytest.mark.parametrize("data_on_device", [False, True], ids=["tf.data", "device_loop"])
-def test_both_paths_resume_exactly_mid_call(tmp_path, small_data_dir, data_on_device):
-    # 23 is not a multiple of the 4 steps per call: the resumed run's chunks
+def test_both_paths_resume_exactly_mid_call(tmp_path, small_data_dir, straight, data_on_device):
+    # 23 steps is mid-epoch (15 steps per epoch): resuming must restore the
+    # weights, Adam's slots and step, the dropout RNG and the data position.
+    # 23 is not a multiple of the 4 steps per call either: the resumed run's chunks
     # (tf.data) start at batch 8 of epoch 1 and must still hold the same batches.
     config = dict(FAST, data_on_device=data_on_device, steps_per_call=4)
-    straight, _ = run(TrainConfig(**config, train_steps=41), tmp_path / "straight",
-                      small_data_dir)
-    run(TrainConfig(**config, train_steps=23), tmp_path / "resumed", small_data_dir)
-    resumed, _ = run(TrainConfig(**config, train_steps=41), tmp_path / "resumed",
-                     small_data_dir)
-    assert resumed["params_sha256"] == straight["params_sha256"]
-
-
-def test_data_on_device_with_xla(tmp_path, small_data_dir):
-    results, _ = run(TrainConfig(**{**FAST, "epochs": 3, "jit_compile": True}, steps_per_call=10,
-                                 learning_rate=3e-3), tmp_path, small_data_dir)
-    assert results["test_accuracy"] > 0.8
+    run(TrainConfig(**config, train_steps=23), tmp_path, small_data_dir)
+    resumed, lines = run(TrainConfig(**config, train_steps=41), tmp_path, small_data_dir)
+    assert any(line.startswith("Resuming from") and "at step 23" in line for line in lines)
+    assert resumed["global_step"] == 41
+    assert resumed["params_sha256"] == straight(TrainConfig(**config,
+                                                            train_steps=41))["params_sha256"]
 
 
 AUGMENT = dict(augment_rotation_degrees=10.0, augment_scale=0.1, augment_shift_pixels=2.0)
 
 
-def test_augmentation_changes_training_and_resumes_exactly(tmp_path, small_data_dir):
+def test_augmentation_changes_training_and_resumes_exactly(tmp_path, small_data_dir, straight):
     # The warp seeds come from the checkpointed generator, so an interrupted
     # augmented run (mid-epoch, several steps per call) ends bit-identical.
     config = dict(FAST, steps_per_call=4, **AUGMENT)
-    straight, _ = run(TrainConfig(**config, train_steps=41), tmp_path / "straight",
-                      small_data_dir)
+    augmented = straight(TrainConfig(**config, train_steps=41))["params_sha256"]
     run(TrainConfig(**config, train_steps=23), tmp_path / "resumed", small_data_dir)
     resumed, _ = run(TrainConfig(**config, train_steps=41), tmp_path / "resumed",
                      small_data_dir)
-    assert resumed["params_sha256"] == straight["params_sha256"]
-    plain, _ = run(TrainConfig(**FAST, steps_per_call=4, train_steps=41), tmp_path / "plain",
-                   small_data_dir)
-    assert plain["params_sha256"] != straight["params_sha256"]
-
-
-def test_augmented_steps_per_call_is_the_same_arithmetic(tmp_path, small_data_dir):
-    # The loop draws the same warp seeds whether it runs 1 or 9 steps per
-    # call; the streamed (tf.data) form has another data order, so it is
-    # only checked to learn through the warps.
-    one, _ = run(TrainConfig(**FAST, steps_per_call=1, train_steps=20, **AUGMENT),
+    assert resumed["params_sha256"] == augmented
+    # Unaugmented, the same run (the device-loop resume test's) ends elsewhere.
+    plain = straight(TrainConfig(**FAST, steps_per_call=4, train_steps=41))["params_sha256"]
+    assert plain != augmented
+    # (Merged from a test of its own.) The loop draws the same warp seeds whether
+    # it runs 1 or 4 steps per call; the streamed (tf.data) form has another data
+    # order, so it is only checked to learn through the warps.
+    one, _ = run(TrainConfig(**{**config, "steps_per_call": 1}, train_steps=41),
                  tmp_path / "one", small_data_dir)
-    many, _ = run(TrainConfig(**FAST, steps_per_call=9, train_steps=20, **AUGMENT),
-                  tmp_path / "many", small_data_dir)
-    assert one["params_sha256"] == many["params_sha256"]
+    assert one["params_sha256"] == augmented
     streamed, _ = run(TrainConfig(**{**SMALL, "epochs": 4}, learning_rate=3e-3, **AUGMENT),
                       tmp_path / "streamed", small_data_dir)
     assert streamed["test_accuracy"] > 0.8
@@ -329,23 +313,24 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(
     straight, _ = run(TrainConfig(**config, train_steps=20), tmp_path / "straight",
                       small_data_dir)
     workdir = tmp_path / "run"
+    checkpoints = workdir / "checkpoints"
     run(TrainConfig(**config, train_steps=15), workdir, small_data_dir)  # ckpt-5, 10, 15.
+    # Each kind of damage starts from these 15-step checkpoints, restored byte for
+    # byte (training them again would give the same files, at the cost of a run).
+    fifteen = {f.name: f.read_bytes() for f in checkpoints.iterdir()}
     for kind, damage in (("truncated", lambda f: f.write_bytes(f.read_bytes()[:100])),
                          ("missing shard", lambda f: f.unlink())):
-        data_file = next((workdir / "checkpoints").glob("ckpt-15.data-*"))
-        damage(data_file)
+        for f in checkpoints.iterdir():
+            f.unlink()
+        for name, content in fifteen.items():
+            (checkpoints / name).write_bytes(content)
+        damage(next(checkpoints.glob("ckpt-15.data-*")))
         results, lines = run(TrainConfig(**config, train_steps=20), workdir, small_data_dir)
         warning = next(line for line in lines if line.startswith("warning: checkpoint"))
         assert "ckpt-15" in warning and "ckpt-10" in warning, (kind, warning)
         assert any("Resuming from" in line and "at step 10" in line for line in lines)
         assert results["params_sha256"] == straight["params_sha256"], kind
-        assert (workdir / "checkpoints" / "ckpt-15.index").exists()  # Saved afresh at 15.
-        # Back to a 15-step state for the next kind of damage.
-        run(TrainConfig(**config, train_steps=15), tmp_path / "again", small_data_dir)
-        for f in (workdir / "checkpoints").iterdir():
-            f.unlink()
-        for f in (tmp_path / "again" / "checkpoints").iterdir():
-            (workdir / "checkpoints" / f.name).write_bytes(f.read_bytes())
+        assert (checkpoints / "ckpt-15.index").exists()  # Saved afresh at 15.
 
 
 def test_a_second_run_on_a_locked_workdir_is_refused(tmp_path, small_data_dir):
