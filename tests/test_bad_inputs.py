@@ -40,9 +40,12 @@ def world(tmp_path_factory, small_data_dir):
     data_dir = root / "tfds"
     shutil.copytree(small_data_dir, data_dir)
     workdir = root / "run"
+    # Without XLA (compiling would be most of the fixture's time); --jit_compile
+    # may change on resume, so the cases' default flags still match its config.json.
     trainer.train_and_evaluate(
         TrainConfig(hidden_sizes=(16,), batch_size=50, train_steps=6, validation_size=100,
-                    log_every_steps=3, checkpoint_every_steps=3, eval_batch_size=100),
+                    log_every_steps=3, checkpoint_every_steps=3, eval_batch_size=100,
+                    jit_compile=False),
         str(workdir), data_dir=str(data_dir), allow_download=False, log=lambda line: None)
     pipeline.load_splits(str(data_dir), 100)  # The decoded cache exists before the snapshot.
     (root / "not_an_image.png").write_text("hello")

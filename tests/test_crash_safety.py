@@ -53,9 +53,11 @@ runpy.run_module(module, run_name="__main__", alter_sys=True)
 def workdir(tmp_path_factory, small_data_dir):
     """A finished small run: checkpoints, config.json, results.json, summaries."""
     workdir = tmp_path_factory.mktemp("run")
+    # Without XLA (compiling would be most of the fixture's time); --jit_compile
+    # may change on resume, so the re-run's default flags still match its config.json.
     config = TrainConfig(hidden_sizes=(16,), batch_size=64, train_steps=20, validation_size=0,
                          log_every_steps=10, checkpoint_every_steps=10, eval_batch_size=100,
-                         histogram_every_steps=0)
+                         histogram_every_steps=0, jit_compile=False)
     trainer.train_and_evaluate(config, str(workdir), data_dir=small_data_dir,
                                allow_download=False, log=lambda line: None)
     return workdir
