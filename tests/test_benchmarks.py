@@ -181,7 +181,8 @@ def test_stop_latency_stops_saves_a_checkpoint_and_resumes(tmp_path, small_data_
     config.write_text("\n".join([
         "--hidden_sizes=32", "--batch_size=32", "--validation_size=0", "--train_steps=200",
         "--log_every_steps=10", "--checkpoint_every_steps=1000", "--histogram_every_steps=0",
-        "--eval_batch_size=100", "--nodownload"]) + "\n")
+        "--eval_batch_size=100", "--nodownload",
+        "--nojit_compile"]) + "\n")  # XLA compile time is not what this test checks.
     result, lines = run_benchmark("stop_latency.py", f"--config={config}",
                                   f"--data_dir={small_data_dir}", "--after_steps=20",
                                   # At once: a random delay could outlast the short run.
