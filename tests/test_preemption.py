@@ -172,13 +172,15 @@ def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(
 
 def test_sigkill_under_float16_loss_scaling_and_mirrored_replicas_resumes_exactly(
         tmp_path, small_data_dir):
-    # One run covers both options a resume must carry: the float16 loss scale and
-    # its streak in the checkpoint, and variables mirrored over two replicas (each
-    # drawing its own dropout masks) saved by and restored into a strategy.
+    # One run covers the options a resume must carry: the float16 loss scale and
+    # its streak in the checkpoint, variables mirrored over two replicas (each
+    # drawing its own dropout masks and elastic fields) saved by and restored into
+    # a strategy, and the weight average, updated once per step across replicas.
     # Mirrored float16 steps are slow on a CPU (one step per call, float16 emulated):
     # 100 steps, checkpoints every 20, killed past step 30 (mid-epoch 1 and 2).
     options = ["--precision=mixed_float16", "--distribution=mirrored", "--cpu_replicas=2",
-               "--train_steps=100", "--checkpoint_every_steps=20"]
+               "--train_steps=100", "--checkpoint_every_steps=20", "--ema_decay=0.95",
+               "--augment_elastic_alpha=8", "--augment_elastic_sigma=3"]
     _, straight = finish(tmp_path / "straight", small_data_dir, *options)
     last_logged = kill_after_step(30, tmp_path / "killed", small_data_dir, *options)
     assert 30 <= last_logged < 100
@@ -189,6 +191,7 @@ def test_sigkill_under_float16_loss_scaling_and_mirrored_replicas_resumes_exactl
     lowest, highest = resume_bounds(last_logged, 20)
     assert lowest <= resumed_at <= highest and resumed_at % 20 == 0, (resumed_at, last_logged)
     assert resumed["params_sha256"] == straight["params_sha256"]
+    assert resumed["ema_params_sha256"] == straight["ema_params_sha256"] is not None
 
 
 def test_a_second_sigint_aborts_at_once():
