@@ -67,15 +67,19 @@ def uninterrupted(tmp_path_factory, small_data_dir):
     return results["params_sha256"]
 
 
-def stop_with(signum, workdir, data_dir):
-    """Starts a run, sends `signum` mid-run; returns (exit status, stdout, stderr, seconds)."""
+def stop_with(signum, workdir, data_dir, after):
+    """Starts a run, sends `signum` once it has logged step `after`.
+
+    Returns (exit status, the whole stdout, stderr, seconds from the signal to the exit).
+    """
     process = start(workdir, data_dir)
     try:
-        wait_for_step(process, 60)
+        lines = wait_for_step(process, after)
         sent = time.monotonic()
         process.send_signal(signum)
         out, err = process.communicate(timeout=60)
         seconds = time.monotonic() - sent
+        out = "".join(lines) + out
     finally:
         if process.poll() is None:
             process.kill()
@@ -90,29 +94,6 @@ def stopped_step(out, name):
     step = int(stopped[0].split(" at step ")[1].split(";")[0])
     assert f"ckpt-{step}" in stopped[0]
     return step
-
-
-def test_sigterm_saves_a_checkpoint_and_the_run_resumes_bit_identical(
-        tmp_path, small_data_dir, uninterrupted):
-    status, out, err, seconds = stop_with(signal.SIGTERM, tmp_path, small_data_dir)
-    assert status == 128 + signal.SIGTERM, err
-    assert "SIGTERM received: finishing the current step" in out
-    assert "Traceback" not in err
-    assert seconds < 10, seconds  # A few seconds at most (the closing note has the figure).
-    step = stopped_step(out, "SIGTERM")
-    assert 60 <= step < 300
-    assert not (tmp_path / "results.json").exists()  # The run is not finished.
-    resumed_out, results = finish(tmp_path, small_data_dir)
-    assert f"at step {step}" in resumed_out
-    assert results["params_sha256"] == uninterrupted
-
-
-def test_ctrl_c_stops_the_same_way(tmp_path, small_data_dir):
-    status, out, err, _ = stop_with(signal.SIGINT, tmp_path, small_data_dir)
-    assert status == 128 + signal.SIGINT, err
-    assert "Traceback" not in err
-    step = stopped_step(out, "SIGINT")
-    assert (tmp_path / "checkpoints" / f"ckpt-{step}.index").exists()
 
 
 def progress_steps(lines):
@@ -157,16 +138,43 @@ def resumed_step(out):
     return int(out.split("Resuming from ")[1].split(" at step ")[1].split()[0])
 
 
-def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(
+def test_sigint_sigterm_and_sigkill_each_resume_and_the_run_ends_bit_identical(
         tmp_path, small_data_dir, uninterrupted):
-    last_logged = kill_after_step(160, tmp_path, small_data_dir)
-    assert 160 <= last_logged < 300
+    # One run of RUN, stopped three ways, each stop's run resumed by the next (merged
+    # from a test per signal, each of which paid for a start and a finish of its own).
+    # Ctrl-C (SIGINT): a graceful stop, with a checkpoint at the step it stopped at.
+    status, out, err, _ = stop_with(signal.SIGINT, tmp_path, small_data_dir, after=60)
+    assert status == 128 + signal.SIGINT, err
+    assert "Traceback" not in err
+    first = stopped_step(out, "SIGINT")
+    assert 60 <= first < 300
+    assert (tmp_path / "checkpoints" / f"ckpt-{first}.index").exists()
+    assert not (tmp_path / "results.json").exists()  # The run is not finished.
+
+    # SIGTERM (a preemption) to the resumed run: the same, within seconds.
+    status, out, err, seconds = stop_with(signal.SIGTERM, tmp_path, small_data_dir,
+                                          after=first + 60)
+    assert status == 128 + signal.SIGTERM, err
+    assert f"at step {first}" in out.split("Resuming from ")[1].splitlines()[0]
+    assert "SIGTERM received: finishing the current step" in out
+    assert "Traceback" not in err
+    assert seconds < 10, seconds  # A few seconds at most (the closing note has the figure).
+    second = stopped_step(out, "SIGTERM")
+    assert first + 60 <= second < 300
+    assert not (tmp_path / "results.json").exists()
+
+    # SIGKILL to the next resumed run, once it has logged a step past the next
+    # periodic checkpoint (every 50 steps): only the steps since that one are lost.
+    after = (second // 50 + 1) * 50 + 10
+    last_logged = kill_after_step(after, tmp_path, small_data_dir)
+    assert after <= last_logged < 300
     resumed_out, results = finish(tmp_path, small_data_dir)
     resumed_at = resumed_step(resumed_out)
     # The newest checkpoint written before the kill: not an earlier one, and
     # not one from past the step that was running.
     lowest, highest = resume_bounds(last_logged, 50)
     assert lowest <= resumed_at <= highest and resumed_at % 50 == 0, (resumed_at, last_logged)
+    # Three stops later, the parameters of a run never stopped.
     assert results["params_sha256"] == uninterrupted
 
 
