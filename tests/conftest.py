@@ -102,13 +102,22 @@ def real_data(tmp_path_factory):
 
 
 # The test files with the most work (mostly `python -m mnist_tf.*` subprocesses,
-# each paying TensorFlow's ~5 s start-up), heaviest first. pytest-xdist's two
-# processes take whole files in collection order (`--dist loadfile
-# --no-loadscope-reorder` in pyproject.toml); starting with the longest files
-# lets both finish together instead of one waiting on a long file picked last.
-# Only the order depends on this list, never a result.
-HEAVY_FIRST = ("test_preemption.py", "test_bad_inputs.py", "test_trainer.py",
-               "test_distribute.py", "test_benchmarks.py", "test_crash_safety.py")
+# each paying TensorFlow's ~6 s start-up), heaviest first: every file measured
+# above ~10 CPU seconds, in the order of its CPU time (user + system, its
+# subprocesses included; 2026-11-26: from ~95 s for test_benchmarks.py down to
+# ~10 s). pytest-xdist's two processes take whole files in collection order
+# (`--dist loadfile --no-loadscope-reorder` in pyproject.toml), each taking the
+# next file as its current one nears its end; longest first (and the many small
+# files last) lets both finish together instead of one waiting on a long file
+# picked last. Files not listed follow in collection order. Only the order
+# depends on this list, never a result.
+HEAVY_FIRST = ("test_benchmarks.py", "test_trainer.py", "test_preemption.py",
+               "test_bad_inputs.py", "test_distribute.py", "test_crash_safety.py",
+               "test_divergence.py", "test_export.py", "test_predict.py", "test_real_data.py",
+               "test_cli.py", "test_evaluate.py", "test_readme.py",
+               "test_real_data_averaging.py", "test_step_profile.py", "test_data.py",
+               "test_ema_training.py", "test_augment_cost.py", "test_workdir.py",
+               "test_tensorboard.py", "test_precision.py", "test_api.py", "test_pictures.py")
 
 
 def pytest_collection_modifyitems(items):
