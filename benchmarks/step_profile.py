@@ -42,15 +42,6 @@ from mnist_tf import cli  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
-flags.DEFINE_string("hidden_sizes", "256,128", "The model's hidden layers.")
-flags.DEFINE_integer("batch_size", 1024, "Batch size.")
-flags.DEFINE_string("profile_steps", "60,110", "START,END: the global steps profiled.")
-flags.DEFINE_integer("epochs", 2, "Epochs of the run (the profiled steps must fall inside).")
-flags.DEFINE_integer("top", 12, "Ops listed by name.")
-flags.DEFINE_string("data_dir", None, "TFDS data dir (default: TFDS's; must be prepared).")
-flags.DEFINE_boolean("keep", False, "Keep the scratch workdir (its trace opens in TensorBoard).")
-flags.DEFINE_string("output", None, "Also write the JSON line to this file.")
-
 # Profiler bookkeeping events that enclose the ops rather than being ops.
 WRAPPERS = {"ThreadpoolListener::Region", "ThunkExecutor::Execute", "SlinkyThreadPool::Await"}
 
@@ -90,6 +81,18 @@ def summarize(events: list[dict], steps: int, top: int = 12) -> dict:
         "gap_ms_per_step": wall / steps / 1e3 - inside,
         "top_ops_ms_per_step": dict(sorted(per_step.items(), key=lambda kv: -kv[1])[:top]),
     }
+
+
+def define_flags() -> None:
+    """The script's flags: defined when it runs, not when a test imports `summarize`."""
+    flags.DEFINE_string("hidden_sizes", "256,128", "The model's hidden layers.")
+    flags.DEFINE_integer("batch_size", 1024, "Batch size.")
+    flags.DEFINE_string("profile_steps", "60,110", "START,END: the global steps profiled.")
+    flags.DEFINE_integer("epochs", 2, "Epochs of the run (the profiled steps must fall inside).")
+    flags.DEFINE_integer("top", 12, "Ops listed by name.")
+    flags.DEFINE_string("data_dir", None, "TFDS data dir (default: TFDS's; must be prepared).")
+    flags.DEFINE_boolean("keep", False, "Keep the scratch workdir (its trace, for TensorBoard).")
+    flags.DEFINE_string("output", None, "Also write the JSON line to this file.")
 
 
 def main(argv):
@@ -136,4 +139,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

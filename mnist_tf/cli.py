@@ -97,6 +97,20 @@ def fail(message: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
+def define_shipped_config_flag(help_text: str) -> None:
+    """Defines `--config=NAME`, a shipped config by name, which `parse_flags` expands.
+
+    Only entry points that call this get the expansion: a script whose own
+    `--config` is a file path (the benchmarks') keeps its flag as it is.
+    """
+    global _SHIPPED_CONFIG_FLAG
+    flags.DEFINE_string("config", None, help_text)
+    _SHIPPED_CONFIG_FLAG = True
+
+
+_SHIPPED_CONFIG_FLAG = False
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """Parses flags with absl, reporting bad flags on one line with exit status 2.
 
@@ -107,9 +121,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     tried and the fix.
     """
     try:
-        if "config" in flags.FLAGS:
+        if _SHIPPED_CONFIG_FLAG:
             argv = expand_config_flags(argv)
-        check_flagfiles(argv, "config" in flags.FLAGS)
+        check_flagfiles(argv, _SHIPPED_CONFIG_FLAG)
         return flags.FLAGS(argv)
     except flags.Error as e:
         # absl's own messages may start with "ERROR:: "; ours adds "error: ".

@@ -27,10 +27,10 @@ def define_train_flags() -> None:
     plus the flags that are not part of the run's configuration.
     """
     # Read by cli.parse_flags before absl parses (it becomes --flagfile=PATH).
-    flags.DEFINE_string("config", None,
-                        f"A shipped config by name ({', '.join(shipped_configs())}: "
-                        f"{CONFIGS_SUBDIR}/NAME.cfg), from any directory; like --flagfile, "
-                        "flags after it override its values (e.g. --config=default --epochs=3).")
+    cli.define_shipped_config_flag(
+        f"A shipped config by name ({', '.join(shipped_configs())}: "
+        f"{CONFIGS_SUBDIR}/NAME.cfg), from any directory; like --flagfile, "
+        "flags after it override its values (e.g. --config=default --epochs=3).")
     flags.DEFINE_string("workdir", "runs/default",
                         "Directory for checkpoints, summaries and results.json, relative to "
                         "the current directory (the shipped configs' runs/NAME too). A "

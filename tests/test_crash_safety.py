@@ -88,8 +88,9 @@ def crash_writing(target, module, *flags):
 
 
 @pytest.mark.parametrize("target, module, extra", [
-    # A finished run started again evaluates and rewrites results.json.
-    ("results.json", "mnist_tf.train", ["--nodownload", "--hidden_sizes=16", "--batch_size=64",
+    # A finished run started again evaluates and writes reevaluation.json
+    # (its results.json is the run's record and is not rewritten).
+    ("reevaluation.json", "mnist_tf.train", ["--nodownload", "--hidden_sizes=16", "--batch_size=64",
                                         "--train_steps=20", "--validation_size=0",
                                         "--eval_batch_size=100", "--log_every_steps=10",
                                         "--checkpoint_every_steps=10",
