@@ -26,14 +26,17 @@ class LoadedModel:
         config: the training configuration recorded in the workdir.
         checkpoint: the checkpoint prefix the weights came from.
         step: the global step of that checkpoint (batches trained).
-        weights: "averaged" (the EMA) or "trained".
     """
 
     model: MLP
     config: TrainConfig
     checkpoint: str
     step: int
-    weights: str = "trained"
+
+    @property
+    def weights(self) -> str:
+        """"averaged" (the run's --ema_decay average) or "trained": the config decides."""
+        return self.config.weights_kind
 
     def describe(self) -> str:
         """"CHECKPOINT (step N, the averaged weights (EMA, decay D))": what tools print."""
@@ -72,7 +75,7 @@ def load_model(workdir: str, checkpoint: str | None = None, log=None) -> LoadedM
         raise CheckpointError(
             f"{os.path.join(workdir, CHECKPOINT_SUBDIR)} holds no checkpoint; "
             "train (or resume) in this workdir first")
-    return LoadedModel(state.eval_model, config, restored, state.step, config.weights_kind)
+    return LoadedModel(state.eval_model, config, restored, state.step)
 
 
 def make_predict_fn(model: MLP, jit_compile: bool = False):
