@@ -309,9 +309,13 @@ class TrainConfig:
         "With all augmentation settings 0 the images are not augmented.",
         on_resume=FIXED, hparam=True, bound="non_negative")
     # Evaluation only.
+    eval_every_epochs: int = setting(
+        1, "Evaluate (validation and test) at the end of every this many epochs, and always "
+        "after the last step. A wide model's evaluation costs a tenth of an epoch, so long "
+        "runs save that time by evaluating less often.", on_resume=FREE, bound="positive")
     eval_every_steps: int = setting(
-        0, "Also evaluate (validation and test) every this many steps; 0: only at the end "
-        "of each epoch.", on_resume=FREE, bound="non_negative")
+        0, "Also evaluate (validation and test) every this many steps; 0: only at the ends "
+        "of epochs (--eval_every_epochs).", on_resume=FREE, bound="non_negative")
     stop_at_test_accuracy: float = setting(
         0.0, "Stop as soon as an evaluation's test accuracy reaches this fraction (e.g. "
         "0.98) and record when in results.json (target_reached); for time-to-accuracy "

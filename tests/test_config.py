@@ -59,6 +59,7 @@ def test_parse_hidden_sizes_rejects_malformed(text):
         ("augment_shift_pixels", float("nan")),
         ("augment_shift_pixels", 20.0),
         ("eval_every_steps", -1),
+        ("eval_every_epochs", 0),
         ("stop_at_test_accuracy", 98.0),
         ("stop_at_test_accuracy", -0.5),
     ],

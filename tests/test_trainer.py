@@ -306,6 +306,9 @@ def test_each_action_is_due_exactly_at_its_steps():
     assert due["SaveCheckpoint"] == [1000]  # The last step's is saved after the loop.
     assert due["Evaluate"] == sorted({*range(300, 1001, 300), *range(429, 1050, 429), 1050})
     assert due["Profile"] == [130, 140]
+    every_third = periodic_actions(TrainConfig(eval_every_epochs=3), total_steps=3000)
+    evaluate = next(a for a in every_third if type(a).__name__ == "Evaluate")
+    assert [s for s in range(1, 3001) if evaluate.due(s)] == [1287, 2574, 3000]
 
 
 def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(

@@ -136,12 +136,20 @@ class SaveCheckpoint(PeriodicAction):
 
 
 class Evaluate(PeriodicAction):
-    """Validation and test metrics at each epoch's end and every `every_steps`."""
+    """Validation and test metrics every `every_epochs` epochs' end and every `every_steps`."""
+
+    def __init__(self, run, every_steps: int, every_epochs: int = 1):
+        super().__init__(run, every_steps)
+        self.every_epochs = every_epochs
 
     def due(self, step: int) -> bool:
-        """At each epoch's end, the last step, and every `every_steps`."""
+        """At every `every_epochs`-th epoch's end, the last step, and every `every_steps`.
+
+        No `next_due` for the epoch ends: the loop already ends a call at each.
+        """
         run = self.run
-        return step % run.steps_per_epoch == 0 or step == run.total_steps or super().due(step)
+        return (step % (run.steps_per_epoch * self.every_epochs) == 0
+                or step == run.total_steps or super().due(step))
 
     def __call__(self, step: int) -> None:
         """Evaluates both splits, writes their summaries and logs one line."""

@@ -183,7 +183,7 @@ def _make_actions(run: Run, stop_request) -> list[actions.PeriodicAction]:
         actions.ReportProgress(run, config.log_every_steps),
         actions.WriteHistograms(run, config.histogram_every_steps),
         actions.SaveCheckpoint(run, config.checkpoint_every_steps),
-        actions.Evaluate(run, config.eval_every_steps),
+        actions.Evaluate(run, config.eval_every_steps, config.eval_every_epochs),
         actions.StopAtAccuracy(run, config.stop_at_test_accuracy),
         actions.Preempt(run, stop_request),
     ]
