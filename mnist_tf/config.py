@@ -237,6 +237,11 @@ class TrainConfig:
         "decay, in [0, 1) (e.g. 0.999; 0: off). When on, evaluation, results.json, evaluate, "
         "predict, export and the Python API use the averaged weights, and say so.",
         on_resume=FIXED, hparam=True)
+    deskew: bool = setting(
+        False, "Deskew each digit before the first layer: undo its slant (the shear that "
+        "its pixel moments give) and centre it, in training, evaluation, predict, export and "
+        "the Python API alike (mnist_tf/model/deskew.py; no variables).",
+        on_resume=FIXED, hparam=True)
     # The training split (a resume must see the same examples) and the seed of
     # the weights, the data order and the dropout masks.
     validation_size: int = setting(

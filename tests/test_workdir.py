@@ -52,7 +52,7 @@ def recorded(tmp_path, **values):
 def test_the_settings_are_split_as_decided():
     assert names(FIXED) == [
         "hidden_sizes", "batch_size", "learning_rate", "lr_schedule", "warmup_steps",
-        "weight_decay", "dropout", "ema_decay", "validation_size", "seed",
+        "weight_decay", "dropout", "ema_decay", "deskew", "validation_size", "seed",
         "augment_rotation_degrees", "augment_scale", "augment_shift_pixels",
         "augment_elastic_alpha", "augment_elastic_sigma", "precision"]
     assert names(RUN_LENGTH) == ["epochs", "train_steps"]
@@ -66,7 +66,8 @@ def test_a_fixed_setting_that_changed_is_refused_in_one_line(tmp_path, name):
     with pytest.raises(ConfigError) as info:
         workdir.check_resume(path, now)
     before = TrainConfig()
-    spell = {"hidden_sizes": lambda v: ",".join(map(str, v))}.get(name, str)
+    spell = {"hidden_sizes": lambda v: ",".join(map(str, v))}.get(
+        name, lambda v: str(v).lower() if isinstance(v, bool) else str(v))  # As flags spell them.
     old, new = spell(getattr(before, name)), spell(getattr(now, name))
     assert info.value.field == name
     assert str(info.value) == (

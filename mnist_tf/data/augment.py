@@ -21,10 +21,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from mnist_tf import random_hash
-
-SIZE = 28
-CENTRE = (SIZE - 1) / 2.0
+from mnist_tf import random_hash, resample
+from mnist_tf.resample import CENTRE, SIZE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,11 +114,10 @@ def warp(images: tf.Tensor, angle: tf.Tensor, scale: tf.Tensor, shift: tf.Tensor
     """
     dtype = images.dtype
     images = tf.cast(images, tf.float32)
-    ys, xs = tf.meshgrid(tf.range(SIZE, dtype=tf.float32), tf.range(SIZE, dtype=tf.float32),
-                         indexing="ij")
+    xs, ys = resample.output_grid()
     # Inverse mapping: for every output pixel, where in the input does it come from?
-    px = tf.reshape(xs, [1, -1]) - CENTRE - shift[:, 0:1]
-    py = tf.reshape(ys, [1, -1]) - CENTRE - shift[:, 1:2]
+    px = xs - CENTRE - shift[:, 0:1]
+    py = ys - CENTRE - shift[:, 1:2]
     cos, sin = tf.cos(angle)[:, None], tf.sin(angle)[:, None]
     inv_scale = 1.0 / scale[:, None]
     source_x = (cos * px - sin * py) * inv_scale + CENTRE
@@ -128,16 +125,4 @@ def warp(images: tf.Tensor, angle: tf.Tensor, scale: tf.Tensor, shift: tf.Tensor
     if displacement is not None:
         source_x += displacement[:, :, 0]
         source_y += displacement[:, :, 1]
-
-    x0, y0 = tf.floor(source_x), tf.floor(source_y)
-    wx, wy = source_x - x0, source_y - y0
-
-    def tap(x, y):
-        inside = (x >= 0) & (x <= SIZE - 1) & (y >= 0) & (y <= SIZE - 1)
-        index = tf.cast(tf.clip_by_value(y, 0, SIZE - 1) * SIZE
-                        + tf.clip_by_value(x, 0, SIZE - 1), tf.int32)
-        return tf.where(inside, tf.gather(images, index, batch_dims=1), 0.0)
-
-    warped = ((1 - wx) * (1 - wy) * tap(x0, y0) + wx * (1 - wy) * tap(x0 + 1, y0)
-              + (1 - wx) * wy * tap(x0, y0 + 1) + wx * wy * tap(x0 + 1, y0 + 1))
-    return tf.cast(warped, dtype)
+    return tf.cast(resample.bilinear(images, source_x, source_y), dtype)

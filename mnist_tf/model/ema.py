@@ -45,7 +45,7 @@ class WeightAverage(tf.Module):
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay = float(decay)
         with self.name_scope:
-            self.model = MLP(model.hidden_sizes, seed=0, name="averaged")
+            self.model = MLP(model.hidden_sizes, seed=0, deskew=model.deskew, name="averaged")
         for average, parameter in zip(self.model.parameters(), model.parameters()):
             average.assign(parameter)
 

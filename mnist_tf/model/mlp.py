@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from mnist_tf.constants import IMAGE_SIZE, NUM_CLASSES, NUM_PIXELS
+from mnist_tf.model.deskew import deskew as deskew_images
 from mnist_tf.model.dropout import dropout
 from mnist_tf.model.layers import Dense
 
@@ -28,6 +29,7 @@ class MLP(tf.Module):
         seed: int,
         dropout: float = 0.0,
         compute_dtype: tf.DType = tf.float32,
+        deskew: bool = False,
         name: str | None = None,
     ):
         """Creates the model and all its variables.
@@ -37,10 +39,13 @@ class MLP(tf.Module):
             seed: seed of the initial weights.
             dropout: probability of dropping a hidden activation in training.
             compute_dtype: dtype of the layers' arithmetic.
+            deskew: straighten each digit before the first layer
+                (`mnist_tf.model.deskew`; no variables).
             name: module name.
         """
         super().__init__(name=name)
         self.hidden_sizes = tuple(hidden_sizes)
+        self.deskew = bool(deskew)
         self.dropout = float(dropout)
         self.compute_dtype = tf.as_dtype(compute_dtype)
         rng = tf.random.Generator.from_seed(seed)
@@ -70,6 +75,8 @@ class MLP(tf.Module):
         use_dropout = training and self.dropout > 0.0
         if use_dropout and seed is None:
             raise ValueError("training with dropout needs a seed")
+        if self.deskew:
+            x = deskew_images(x)
         for i, layer in enumerate(self.layers[:-1]):
             x = tf.nn.relu(layer(x))
             if use_dropout:
@@ -115,8 +122,8 @@ def layer_table(model: MLP) -> str:
     dtype = "" if model.compute_dtype == tf.float32 else f" in {model.compute_dtype.name}"
     hidden = ", ReLU" + (f", dropout {model.dropout:g}" if model.dropout else "")
     rows = [("layer", "computes", "output shape", "parameters"),
-            ("input", f"{IMAGE_SIZE}x{IMAGE_SIZE} pixels, flattened", f"[batch, {NUM_PIXELS}]",
-             "0")]
+            ("input", f"{IMAGE_SIZE}x{IMAGE_SIZE} pixels, {'deskewed, ' * model.deskew}flattened",
+             f"[batch, {NUM_PIXELS}]", "0")]
     for layer in model.layers:
         computes = f"Dense{dtype}" + ("" if layer is model.layers[-1] else hidden)
         count = sum(int(np.prod(v.shape)) for v in (layer.kernel, layer.bias))

@@ -65,7 +65,8 @@ class TrainState(tf.Module):
         scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
             self.model = MLP(config.hidden_sizes, seed=config.seed, dropout=config.dropout,
-                             compute_dtype=compute_dtype or mixed.compute_dtype)
+                             compute_dtype=compute_dtype or mixed.compute_dtype,
+                             deskew=config.deskew)
             self.optimizer = Adam(self.model.parameters())
             self.loss_scale = LossScale(enabled=mixed.loss_scaling,
                                         skip_nonfinite=config.nan_policy == "skip_step")
