@@ -1,4 +1,4 @@
-"""Weight averaging, elastic distortions and deskewing on the real MNIST, through the real data path."""
+"""EMA, elastic distortions and deskewing on the real MNIST, through the real data path."""
 
 from __future__ import annotations
 
