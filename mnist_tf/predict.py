@@ -125,6 +125,21 @@ def classify(model, digits) -> list[tuple[float, ...]]:
     return [tuple(float(p) for p in row) for row in probabilities.astype(float)]
 
 
+def as_the_model_sees(model, image: np.ndarray) -> np.ndarray:
+    """The uint8 [28, 28] digit the model's first layer gets: `image`, or deskewed (`--deskew`).
+
+    The pictures and the text show this, so a deskewing model's digit is
+    drawn upright, as it was classified.
+    """
+    if not getattr(model, "deskew", False):
+        return image
+    from mnist_tf.constants import PIXEL_SCALE
+    from mnist_tf.model.deskew import deskew
+
+    pixels = deskew(preprocess.to_model_input(image[None])).numpy().reshape(28, 28)
+    return np.clip(np.rint(pixels * PIXEL_SCALE), 0, 255).astype(np.uint8)
+
+
 def predict_in_batches(predict_fn, pixels: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
     """Runs `predict_fn` over model inputs a batch at a time (also `mnist_tf.Classifier.predict`).
 
@@ -158,7 +173,8 @@ def predict_files(model, paths) -> list[Prediction]:
         except preprocess.ImageError as e:
             failed.append((i, Prediction(file=os.fspath(path), error=e.problem)))
     probabilities = classify(model, [image for _, image in prepared])
-    succeeded = [(i, Prediction(file=os.fspath(paths[i]), probabilities=p, image=image))
+    succeeded = [(i, Prediction(file=os.fspath(paths[i]), probabilities=p,
+                                image=as_the_model_sees(model, image)))
                  for (i, image), p in zip(prepared, probabilities)]
     return [prediction for _, prediction in sorted(failed + succeeded, key=lambda x: x[0])]
 
@@ -204,7 +220,8 @@ def predict_test_example(model, data_dir: str, index: int) -> Prediction:
     """
     image, label = load_test_example(data_dir, index)
     (probabilities,) = classify(model, image[None])
-    return Prediction(test_index=index, probabilities=probabilities, image=image, label=label)
+    return Prediction(test_index=index, probabilities=probabilities,
+                      image=as_the_model_sees(model, image), label=label)
 
 
 def format_text(prediction: Prediction) -> str:

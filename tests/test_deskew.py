@@ -119,3 +119,23 @@ def test_a_deskewing_run_trains_and_its_tools_deskew(tmp_path, small_data_dir):
     evaluation = classifier.evaluate(data_dir=small_data_dir, allow_download=False,
                                      log=lambda line: None)
     assert evaluation["accuracy"] == pytest.approx(results["test_accuracy"], abs=1e-9)
+
+
+def test_predict_shows_the_digit_as_a_deskewing_model_sees_it(tmp_path):
+    from PIL import Image
+
+    from mnist_tf import predict
+
+    stroke = np.rint(slanted_stroke(0.5, thickness=3).reshape(28, 28) * 255).astype(np.uint8)
+    plain, deskewing = MLP((4,), seed=0), MLP((4,), seed=0, deskew=True)
+    assert predict.as_the_model_sees(plain, stroke) is stroke
+    upright = predict.as_the_model_sees(deskewing, stroke)
+    assert upright.dtype == np.uint8 and upright.shape == (28, 28)
+    _, _, alpha = moments(tf.constant(upright.reshape(1, 784) / 255.0, tf.float32))
+    assert abs(alpha.numpy().item()) < 0.05
+    # predict_files draws what the model classified: the deskewed digit.
+    Image.fromarray(255 - stroke).save(tmp_path / "slanted.png")  # Dark ink on white paper.
+    (prediction,) = predict.predict_files(deskewing, [tmp_path / "slanted.png"])
+    assert prediction.error is None
+    _, _, alpha = moments(tf.constant(prediction.image.reshape(1, 784) / 255.0, tf.float32))
+    assert abs(alpha.numpy().item()) < 0.05
