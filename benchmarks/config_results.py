@@ -118,28 +118,35 @@ def main(argv):
     del argv
     from absl import flags
 
-    from mnist_tf import config
+    from mnist_tf import cli, config
+    from mnist_tf.errors import UserError
 
     options = flags.FLAGS
     names = options.configs or config.shipped_configs()
-    for name in names:
-        config.shipped_config(name)  # A name that is not shipped fails before any run.
-    machine = {**common.cpu(), "cpu_count": os.cpu_count()}
-    print(f"Machine: {machine_cell(machine)}", flush=True)
-    root = options.workdir_root or tempfile.mkdtemp(prefix="config_results_")
-    runs = []
     try:
         for name in names:
-            for seed in map(int, options.seeds):
-                workdir = os.path.join(root, f"{name}_seed{seed}")
-                if os.path.exists(workdir):
-                    raise SystemExit(f"error: --workdir_root: {workdir} exists; "
-                                     "give an empty --workdir_root")
-                run = run_config(name, seed, workdir, options.extra_flag)
-                runs.append(run)
-                print(f"{name} seed {seed}: test {percent(run['test_accuracy'])}, validation "
-                      f"{spread([run['validation_accuracy']], percent)}, "
-                      f"{run['wall_seconds']:.1f} s", flush=True)
+            config.shipped_config(name)  # A name that is not shipped fails before any run.
+        seeds = [int(seed) for seed in options.seeds]
+    except UserError as e:
+        cli.fail(str(e).replace("--config:", "--configs:", 1))
+    except ValueError:
+        cli.fail(f"--seeds: {','.join(options.seeds)} is not a list of integers (e.g. 0,1,2)")
+    root = options.workdir_root or tempfile.mkdtemp(prefix="config_results_")
+    planned = [(name, seed, os.path.join(root, f"{name}_seed{seed}"))
+               for name in names for seed in seeds]
+    taken = [workdir for _, _, workdir in planned if os.path.exists(workdir)]
+    if taken:  # Checked before any run: a run must never resume or re-use another's workdir.
+        cli.fail(f"--workdir_root: {taken[0]} exists; give an empty or new --workdir_root")
+    machine = {**common.cpu(), "cpu_count": os.cpu_count()}
+    print(f"Machine: {machine_cell(machine)}", flush=True)
+    runs = []
+    try:
+        for name, seed, workdir in planned:
+            run = run_config(name, seed, workdir, options.extra_flag)
+            runs.append(run)
+            print(f"{name} seed {seed}: test {percent(run['test_accuracy'])}, validation "
+                  f"{spread([run['validation_accuracy']], percent)}, "
+                  f"{run['wall_seconds']:.1f} s", flush=True)
     finally:
         if not options.workdir_root:
             shutil.rmtree(root, ignore_errors=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,27 @@ def test_the_readme_results_table_has_every_shipped_config():
         assert re.match(r"\d\d\.\d\d %", test), (name, test)
         assert re.match(r"(\d\d\.\d\d %|—)", validation), (name, validation)
         assert re.match(r"\d+ s", wall) and re.search(r"avx", machine), (name, cells)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--configs=best,nosuch"], "error: --configs: no shipped config 'nosuch'"),
+    (["--configs=default", "--seeds=0,x"], "error: --seeds: 0,x is not a list of integers"),
+])
+def test_bad_arguments_stop_before_any_run_with_one_line(args, fragment):
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "config_results.py"),
+                             *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        result.stderr.strip()], result.stderr
+    assert result.stderr.startswith(fragment) and "Machine:" not in result.stdout
+
+
+def test_an_occupied_workdir_root_is_refused_before_any_run(tmp_path):
+    (tmp_path / "fast_seed1").mkdir()
+    (tmp_path / "fast_seed1" / "results.json").write_text("{}")
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "config_results.py"),
+                             "--configs=fast", "--seeds=0,1", f"--workdir_root={tmp_path}"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: --workdir_root: {tmp_path / 'fast_seed1'} exists")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fast_seed1"]  # Seed 0 never ran.
+    assert (tmp_path / "fast_seed1" / "results.json").read_text() == "{}"
