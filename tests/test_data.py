@@ -300,3 +300,21 @@ def test_eval_batches_pad_the_last_batch_and_mask_it(splits):
     # In split order: the batches put back together are the split.
     images = np.concatenate([x.numpy() for x, _, _ in batches])[:200]
     np.testing.assert_array_equal(images, splits.test.images.numpy())
+
+
+def test_every_pipeline_runs_without_the_autotuner(splits):
+    # Deleting an unfinished iterator waits for the autotuner's thread, which
+    # sleeps up to a minute (pipeline.gathered): a run stopped mid-epoch stalled.
+    pipelines = {
+        "train_batches": pipeline.train_batches(splits.train, 50, seed=0, epoch=0),
+        "train_chunks": pipeline.train_chunks(splits.train, 50, seed=0, epoch=0, counts=[4, 4],
+                                              chunk_size=4),
+        "eval_batches": pipeline.eval_batches(splits.test, 64),
+        "for_distribution": pipeline.for_distribution(
+            pipeline.train_batches(splits.train, 50, seed=0, epoch=0)),
+    }
+    for name, dataset in pipelines.items():
+        assert dataset.options().autotune.enabled is False, name
+        iterator = iter(dataset)
+        next(iterator)  # Started and left unfinished, as a stopped run leaves it.
+        del iterator

@@ -277,6 +277,28 @@ def load_splits(data_dir: str, validation_size: int) -> Splits:
     )
 
 
+# Batches in flight while the step runs: one being gathered per core, and two
+# ready; enough to hide a gather from memory behind any step.
+PREFETCH_BATCHES = 2
+
+
+def gathered(indices: tf.data.Dataset, gather) -> tf.data.Dataset:
+    """`indices` mapped by `gather` on every core, prefetched, with tf.data's autotuner off.
+
+    The autotuner runs a thread per iterator that sleeps up to a minute between
+    rounds, and deleting an iterator that has not reached its end waits for
+    that sleep to end (TensorFlow 2.21: the destructor joins the thread;
+    cancelling does not wake it). A run stopped mid-epoch, through the Python
+    API or in the tests, stalled up to 60 s on it (py-spy: the main thread in
+    `~LogicalThreadWrapper`, the thread in `Model::OptimizeLoop`). Gathers from
+    tensors in memory need no tuning: a fixed width does as well.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    dataset = indices.map(gather, num_parallel_calls=os.cpu_count() or 1, deterministic=True)
+    return dataset.prefetch(PREFETCH_BATCHES).with_options(options)
+
+
 def epoch_order(num_examples: int, seed: int, epoch: int) -> tf.Tensor:
     """The order of epoch `epoch`: a permutation of [0, num_examples), int32.
 
@@ -315,7 +337,7 @@ def train_batches(
         return tf.gather(train.images, index), tf.gather(train.labels, index)
 
     dataset = tf.data.Dataset.from_tensor_slices(batches)
-    return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return gathered(dataset, gather)
 
 
 def train_chunks(
@@ -361,7 +383,7 @@ def train_chunks(
         return tf.gather(train.images, index), tf.gather(train.labels, index), count
 
     dataset = tf.data.Dataset.from_tensor_slices((rows, np.asarray(counts, np.int32)))
-    return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return gathered(dataset, gather)
 
 
 def for_distribution(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -391,4 +413,4 @@ def eval_batches(examples: Examples, batch_size: int) -> tf.data.Dataset:
 
     dataset = tf.data.Dataset.from_tensor_slices((tf.reshape(index, [steps, batch_size]),
                                                   tf.reshape(mask, [steps, batch_size])))
-    return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return gathered(dataset, gather)
