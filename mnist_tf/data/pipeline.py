@@ -277,13 +277,16 @@ def load_splits(data_dir: str, validation_size: int) -> Splits:
     )
 
 
-# Batches in flight while the step runs: one being gathered per core, and two
-# ready; enough to hide a gather from memory behind any step.
-PREFETCH_BATCHES = 2
+# Elements in flight while the step runs: two being gathered and two ready;
+# enough to hide a gather from memory behind any step. Fixed rather than one
+# per core: each holds a whole chunk (50 batches), and a many-core machine
+# would hold that many.
+PARALLEL_GATHERS = 2
+PREFETCH_ELEMENTS = 2
 
 
 def gathered(indices: tf.data.Dataset, gather) -> tf.data.Dataset:
-    """`indices` mapped by `gather` on every core, prefetched, with tf.data's autotuner off.
+    """`indices` mapped by `gather`, two at a time, prefetched, with tf.data's autotuner off.
 
     The autotuner runs a thread per iterator that sleeps up to a minute between
     rounds, and deleting an iterator that has not reached its end waits for
@@ -295,8 +298,8 @@ def gathered(indices: tf.data.Dataset, gather) -> tf.data.Dataset:
     """
     options = tf.data.Options()
     options.autotune.enabled = False
-    dataset = indices.map(gather, num_parallel_calls=os.cpu_count() or 1, deterministic=True)
-    return dataset.prefetch(PREFETCH_BATCHES).with_options(options)
+    dataset = indices.map(gather, num_parallel_calls=PARALLEL_GATHERS, deterministic=True)
+    return dataset.prefetch(PREFETCH_ELEMENTS).with_options(options)
 
 
 def epoch_order(num_examples: int, seed: int, epoch: int) -> tf.Tensor:
