@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import numbers
 import os
 import re
+import typing
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
@@ -35,6 +38,9 @@ FREE = "free"
 RUN_LENGTH = "run_length"
 ON_RESUME = (FIXED, FREE, RUN_LENGTH)
 BOUNDS = ("positive", "non_negative")
+# The largest --seed: numpy's global seed (`trainer.set_seeds`) takes 32 bits;
+# the TensorFlow generators and stateless shuffles seeded from it take more.
+MAX_SEED = 2**32 - 1
 
 # The shipped configs (`--config=NAME`, a flagfile each). They are package data,
 # found beside this module however the package is installed (editable or not);
@@ -205,7 +211,8 @@ class TrainConfig:
 
     # The architecture: the checkpoint's shapes.
     hidden_sizes: tuple[int, ...] = setting(
-        (512, 256), "Comma-separated hidden layer widths, e.g. 512,256.",
+        (512, 256), "Comma-separated hidden layer widths, e.g. 512,256 (empty: no hidden "
+        "layer, a linear classifier).",
         on_resume=FIXED, hparam=True, parse=parse_hidden_sizes)
     # The batches, and with the split and seed the data order a resume rebuilds.
     batch_size: int = setting(
@@ -248,7 +255,7 @@ class TrainConfig:
         5000, "Examples carved from the end of the train split for validation (0: none).",
         on_resume=FIXED, hparam=True, bound="non_negative")
     seed: int = setting(
-        0, "Seed of weights, data order and dropout.",
+        0, "Seed of weights, data order and dropout (0 to 2**32 - 1).",
         on_resume=FIXED, hparam=True, bound="non_negative")
     # Which kernels run, not what they compute.
     deterministic: bool = setting(
@@ -362,10 +369,14 @@ class TrainConfig:
         "and go on.", on_resume=FREE, choices=NAN_POLICIES)
 
     def __post_init__(self):
-        # A config read back from config.json holds lists; keep the frozen
-        # dataclass hashable and comparable with the flag-built one.
-        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
-        object.__setattr__(self, "profile_steps", tuple(self.profile_steps))
+        # Each value as its declared type: a config read back from config.json
+        # holds lists, which become tuples (so the frozen dataclass stays
+        # hashable and equal to the flag-built one), and ints given for floats
+        # become floats; anything else of the wrong type is refused here,
+        # before a run writes config.json or TensorFlow meets it.
+        for name, declared_type in field_types().items():
+            object.__setattr__(self, name, _as_declared_type(name, getattr(self, name),
+                                                             declared_type))
         for name, declared in settings().items():
             _check_setting(name, getattr(self, name), declared)
         self._check_ranges()
@@ -376,6 +387,9 @@ class TrainConfig:
             if size <= 0:
                 raise ConfigError("hidden_sizes", f"sizes must be positive, got {size}")
         _check_profile_steps(self.profile_steps)
+        if self.seed > MAX_SEED:
+            raise ConfigError("seed", f"must be at most {MAX_SEED} (2**32 - 1, the range numpy's "
+                              f"seed takes), got {self.seed}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.augment_scale < 1.0:  # Also rejects NaN.
@@ -485,6 +499,64 @@ def hparam_names() -> list[str]:
     return [*LEADING_HPARAMS, *(name for name in declared if name not in LEADING_HPARAMS)]
 
 
+@functools.cache
+def field_types() -> dict[str, type]:
+    """Returns every `TrainConfig` field's declared type, by name, in declaration order.
+
+    The annotations are the one declaration of the types: the values are
+    checked against them (`TrainConfig.__post_init__`) and the flags' kinds
+    derived from them (`train_flags`). E.g. `int`, `float`, `tuple[int, ...]`.
+    """
+    hints = typing.get_type_hints(TrainConfig)  # The annotations are strings (`__future__`).
+    return {field.name: hints[field.name] for field in dataclasses.fields(TrainConfig)}
+
+
+# How messages name each type, for the command line and Python alike.
+_TYPE_WORDS = {bool: "true or false (a bool)", int: "an integer", float: "a number",
+               str: "a string"}
+_ITEM_WORDS = {int: "integers"}  # The item types of tuple fields.
+
+
+def _as_declared_type(name: str, value, declared_type):
+    """Returns `value` as the field's declared type, or raises `ConfigError` naming both.
+
+    A bool is not an integer (True would be a batch of 1), an integer is
+    accepted for a float and stored as one, numpy's scalars count as Python's,
+    and a tuple field takes a tuple or list (config.json's) of its items' type.
+    """
+    if typing.get_origin(declared_type) is tuple:
+        item_type = typing.get_args(declared_type)[0]
+        items = ([_as_scalar(item, item_type) for item in value]
+                 if isinstance(value, (tuple, list)) else [None])
+        if None not in items:
+            return tuple(items)
+        expected = f"a tuple of {_ITEM_WORDS[item_type]}"
+    else:
+        converted = _as_scalar(value, declared_type)
+        if converted is not None:
+            return converted
+        expected = _TYPE_WORDS[declared_type]
+    kind = type(value)  # Named with its module unless built in: numpy.float64, not float64.
+    kind_name = (kind.__name__ if kind.__module__ == "builtins"
+                 else f"{kind.__module__}.{kind.__name__}")
+    raise ConfigError(name, f"must be {expected}, got {value!r} ({kind_name})")
+
+
+def _as_scalar(value, declared_type):
+    """`value` as `declared_type` (bool, int, float or str), or None if it is not one."""
+    if declared_type is bool:
+        if getattr(getattr(value, "dtype", None), "kind", None) == "b":  # numpy's bool.
+            return bool(value)
+        return value if isinstance(value, bool) else None
+    if isinstance(value, bool):  # A number to Python, a mistake here.
+        return None
+    if declared_type is int:
+        return int(value) if isinstance(value, numbers.Integral) else None
+    if declared_type is float:
+        return float(value) if isinstance(value, numbers.Real) else None
+    return value if isinstance(value, declared_type) else None
+
+
 def _check_setting(name: str, value, declared: Setting) -> None:
     """Checks what a field's `Setting` declares: its bound and its choices."""
     if declared.bound == "positive" and not (value > 0 and math.isfinite(value)):
@@ -527,8 +599,8 @@ def train_flags() -> list[Flag]:
         declared = field.metadata["setting"]
         if declared.parse is not None:  # A tuple, spelled as text on the command line.
             kind, default = "string", flag_text(field.default)
-        else:  # `from __future__ import annotations` makes field.type the name.
-            kind, default = _FLAG_KINDS[getattr(field.type, "__name__", field.type)], field.default
+        else:
+            kind, default = _FLAG_KINDS[field_types()[field.name].__name__], field.default
         flags.append(Flag(field.name, kind, default, declared.help, declared))
     return flags
 
