@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 
 from mnist_tf.errors import UserError
+
+
+def not_a_directory(path: str | os.PathLike) -> str | None:
+    """Why `path` is not a usable directory, as the end of a sentence; None if it is one.
+
+    e.g. "does not exist", "is a file, not a directory", "is a symbolic-link
+    loop", "is a symbolic link to the missing /x": what a user needs to see,
+    where `os.path.exists` says False for all but the second.
+    """
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symbolic-link loop"
+        if os.path.islink(path):
+            return f"is a symbolic link to the missing {os.path.realpath(path)}"
+        if e.errno == errno.ENOENT:
+            return "does not exist"
+        return f"cannot be read ({e.strerror})"
+    return None if stat.S_ISDIR(mode) else "is a file, not a directory"
 
 
 def make_directory(path: str, flag: str) -> str:
@@ -22,8 +45,9 @@ def make_directory(path: str, flag: str) -> str:
         UserError: naming `flag`, if `path` is a file or cannot be created.
     """
     path = os.path.abspath(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f"{flag}: {path} is a file, not a directory")
+    problem = not_a_directory(path)
+    if problem and problem != "does not exist":
+        raise UserError(f"{flag}: {path} {problem}")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:

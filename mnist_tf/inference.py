@@ -8,6 +8,7 @@ import sys
 
 import tensorflow as tf
 
+from mnist_tf import files
 from mnist_tf import workdir as workdirs
 from mnist_tf.config import TrainConfig
 from mnist_tf.constants import NUM_PIXELS
@@ -23,7 +24,7 @@ class LoadedModel:
     Attributes:
         model: the MLP with the checkpoint's weights: with `--ema_decay`, the
             averaged weights (`weights` says which).
-        config: the training configuration recorded in the workdir.
+        config: the training configuration the checkpoint was saved with.
         checkpoint: the checkpoint prefix the weights came from.
         step: the global step of that checkpoint (batches trained).
     """
@@ -47,8 +48,10 @@ def load_model(workdir: str, checkpoint: str | None = None, log=None) -> LoadedM
     """Builds the workdir's training state and restores the newest (or the named) checkpoint.
 
     The same restore as training's (`training.state.restore`): every variable
-    must match, and a damaged newest checkpoint falls back to the newest
-    intact one with a warning.
+    must match, a damaged newest checkpoint falls back to the newest intact
+    one with a warning, and one that a live run rotates away while it is read
+    gives way to the run's newest. The configuration is the one the
+    checkpoint was saved with (config.json for checkpoints that carry none).
 
     Args:
         workdir: a training workdir.
@@ -65,17 +68,30 @@ def load_model(workdir: str, checkpoint: str | None = None, log=None) -> LoadedM
     """
     from mnist_tf.training import state as train_state
 
-    config = workdirs.read_config(workdir)
+    problem = files.not_a_directory(workdir)
+    if problem:  # Before anything else: "holds no checkpoint" would mislead.
+        workdirs.read_config(workdir)
+    config, _ = train_state.recorded_config(workdir, checkpoint if _exists(checkpoint) else None)
+    if config is None:
+        workdirs.read_config(workdir)  # A workdir with no run says so.
+        raise _no_checkpoint(workdir)
     # Inference computes in float32 whatever precision trained the weights
     # (the master weights are float32 either way).
     state = train_state.TrainState(config, compute_dtype=tf.float32)
     log = log or (lambda line: print(line, file=sys.stderr))
-    _, restored = train_state.restore(state, workdir, checkpoint, log=log)
-    if restored is None:
-        raise CheckpointError(
-            f"{os.path.join(workdir, CHECKPOINT_SUBDIR)} holds no checkpoint; "
-            "train (or resume) in this workdir first")
+    restored = train_state.restore(state, workdir, checkpoint, log=log)
+    if restored is None:  # Every checkpoint went between listing and restoring.
+        raise _no_checkpoint(workdir)
     return LoadedModel(state.eval_model, config, restored, state.step)
+
+
+def _no_checkpoint(workdir: str) -> CheckpointError:
+    return CheckpointError(f"{os.path.join(workdir, CHECKPOINT_SUBDIR)} holds no checkpoint; "
+                           "train (or resume) in this workdir first")
+
+
+def _exists(checkpoint: str | None) -> bool:
+    return checkpoint is not None and os.path.exists(checkpoint + ".index")
 
 
 def make_predict_fn(model: MLP, jit_compile: bool = False):

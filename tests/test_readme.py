@@ -289,7 +289,7 @@ def inline_errors(text: str) -> list[str]:
 
 DIVERGENCE_EXAMPLE = (
     "error: the training loss or its gradients are not finite at step 14 (the run diverged: "
-    "train afresh in another --workdir with a lower --learning_rate, or resume with "
+    "train afresh in another --workdir with a lower --learning_rate (now 0.001), or resume with "
     "--nan_policy=skip_step to skip such steps); nothing was saved after it, the last good "
     "checkpoint runs/x/checkpoints/ckpt-10 is kept")
 MATPLOTLIB_EXAMPLE = ('error: plotting needs matplotlib, which is not installed; install it '
@@ -303,7 +303,8 @@ from types import SimpleNamespace
 from mnist_tf import plot
 from mnist_tf.errors import UserError
 from mnist_tf.training import trainer
-run = SimpleNamespace(output=(None, None, 0, 0),
+run = SimpleNamespace(output=(None, None, 0, 0), config=SimpleNamespace(learning_rate=1e-3,
+                                                                    weight_decay=0.0),
                       manager=SimpleNamespace(latest_checkpoint="runs/x/checkpoints/ckpt-10"))
 sys.modules["matplotlib"] = sys.modules["matplotlib.pyplot"] = None
 for check in (lambda: trainer._check_diverged(run, 13), plot.import_pyplot):

@@ -29,7 +29,7 @@ def test_the_state_is_created_eagerly_with_the_checkpoints_layout(tmp_path):
     manager = train_state.make_manager(state, str(tmp_path))
     path = manager.save(checkpoint_number=0)
     roots = {name.split("/")[0] for name, _ in tf.train.list_variables(path)}
-    assert roots == {"model", "optimizer", "rng", "loss_scale", "save_counter",
+    assert roots == {"model", "optimizer", "rng", "loss_scale", "config", "save_counter",
                      "_CHECKPOINTABLE_OBJECT_GRAPH"}
 
 

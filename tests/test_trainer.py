@@ -47,7 +47,8 @@ def test_trains_evaluates_and_writes_everything(tmp_path, small_data_dir):
     assert on_disk["train_examples_per_second"] > 0
     assert on_disk["flags"]["hidden_sizes"] == [32]
     assert len(on_disk["params_sha256"]) == 64
-    assert json.loads((tmp_path / "config.json").read_text()) == config.to_dict()
+    assert json.loads((tmp_path / "config.json").read_text()) == {
+        "format": "mnist_tf.TrainConfig/1", **config.to_dict()}
 
     assert any(line.startswith("step 5/") and "examples/s" in line and "ETA" in line
                for line in lines)
@@ -108,12 +109,11 @@ def test_restore_refuses_a_checkpoint_missing_optimizer_state(tmp_path):
 
     model = MLP((8,), seed=0)
     # A checkpoint with the model only, as a careless save would write.
-    checkpoints.make_manager(str(tmp_path), 1, model=model).save()
+    checkpoints.make_manager(str(tmp_path), 1, model=model).save(checkpoint_number=1)
     optimizer = Adam(model.parameters())
-    manager = checkpoints.make_manager(str(tmp_path), 1, model=model, optimizer=optimizer,
-                                       rng=tf.random.Generator.from_seed(0))
+    objects = dict(model=model, optimizer=optimizer, rng=tf.random.Generator.from_seed(0))
     with pytest.raises(CheckpointError, match="cannot be restored"):
-        checkpoints.restore(manager)
+        checkpoints.restore(objects, str(tmp_path))
 
 
 def test_batch_larger_than_training_set(tmp_path, small_data_dir):
@@ -252,7 +252,7 @@ def test_eval_every_steps_and_stop_at_test_accuracy(tmp_path, small_data_dir):
 
     config = TrainConfig(**{**SMALL, "epochs": 4}, learning_rate=3e-3, eval_every_steps=7,
                          stop_at_test_accuracy=0.9)
-    results, lines = run(config, tmp_path, small_data_dir)
+    results, lines = run(config, tmp_path / "reached", small_data_dir)
     steps = evaluated_steps(lines)
     reached = results["target_reached"]
     assert reached["step"] == steps[-1] == results["global_step"] < 60
@@ -260,7 +260,8 @@ def test_eval_every_steps_and_stop_at_test_accuracy(tmp_path, small_data_dir):
     assert 0 < reached["seconds"] <= results["wall_seconds"]
     assert any("reached --stop_at_test_accuracy=0.9" in line for line in lines)
     # The checkpoint is saved where the run stopped.
-    assert f"ckpt-{results['global_step']}.index" in os.listdir(tmp_path / "checkpoints")
+    saved = os.listdir(tmp_path / "reached" / "checkpoints")
+    assert f"ckpt-{results['global_step']}.index" in saved
 
 
 def test_plan_calls_matches_the_loops_calls():

@@ -45,7 +45,7 @@ def recorded(tmp_path, **values):
     """A workdir that trained TrainConfig(**values): its config.json and a checkpoint."""
     workdir.write_config(str(tmp_path), TrainConfig(**values))
     (tmp_path / "checkpoints").mkdir(exist_ok=True)
-    (tmp_path / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-5"\n')
+    (tmp_path / "checkpoints" / "ckpt-5.index").write_text("")
     return str(tmp_path)
 
 

@@ -7,6 +7,7 @@ import os
 
 import tensorflow as tf
 
+from mnist_tf import workdir as workdirs
 from mnist_tf.config import TrainConfig
 from mnist_tf.errors import CheckpointError
 from mnist_tf.model.ema import WeightAverage
@@ -38,6 +39,9 @@ class TrainState(tf.Module):
         ema: with `--ema_decay`, the moving average of the weights (float32
             variables, checkpointed as `ema/...`); None otherwise, so runs
             without it keep their checkpoint layout.
+        config: the run's configuration as text (`workdir.config_text`), a
+            string variable: the checkpoint carries the settings that trained
+            it, so the resume check needs no file beside it.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class TrainState(tf.Module):
         # Outside the strategy's scope: one generator, drawn from once per
         # step in cross-replica context, exactly as without a strategy.
         self.rng = tf.random.Generator.from_seed(config.seed + 1)
+        self.config = tf.Variable(workdirs.config_text(config), trainable=False, name="config")
 
     @property
     def eval_model(self) -> MLP:
@@ -86,23 +91,59 @@ class TrainState(tf.Module):
         return int(self.optimizer.step.numpy()) + int(self.loss_scale.skipped_steps.numpy())
 
 
-def make_manager(state: TrainState, workdir: str, max_to_keep: int = 3
-                 ) -> tf.train.CheckpointManager:
-    """A manager saving `state` under `workdir/checkpoints` (the one checkpoint root)."""
+def checkpoint_objects(state: TrainState) -> dict[str, tf.Module | tf.Variable]:
+    """The checkpoint's objects by key: the one layout every tool saves and restores."""
     # The average only when there is one: runs without it keep their layout.
     extra = {"ema": state.ema} if state.ema is not None else {}
-    return checkpoints.make_manager(workdir, max_to_keep, model=state.model,
-                                    optimizer=state.optimizer, rng=state.rng,
-                                    loss_scale=state.loss_scale, **extra)
+    return dict(model=state.model, optimizer=state.optimizer, rng=state.rng,
+                loss_scale=state.loss_scale, **{checkpoints.CONFIG_KEY: state.config}, **extra)
 
 
-def restore(state: TrainState, workdir: str, checkpoint: str | None = None, log=None,
-            max_to_keep: int = 3) -> tuple[tf.train.CheckpointManager, str | None]:
+def make_manager(state: TrainState, workdir: str, max_to_keep: int = 3, log=None
+                 ) -> tf.train.CheckpointManager:
+    """A manager saving `state` under `workdir/checkpoints` (see `checkpoints.make_manager`)."""
+    return checkpoints.make_manager(workdir, max_to_keep, log, **checkpoint_objects(state))
+
+
+def recorded_config(workdir: str, checkpoint: str | None = None
+                    ) -> tuple[TrainConfig | None, str | None]:
+    """The configuration that trained `workdir`'s checkpoints, and where it was read.
+
+    The newest readable checkpoint (or `checkpoint`) carries it; checkpoints
+    saved before they carried it fall back to config.json.
+
+    Returns:
+        (the config, its source for messages), or (None, None) when the
+        workdir has no checkpoint.
+
+    Raises:
+        UserError: when checkpoints exist but no configuration is recorded for
+            them, or the recorded one is invalid.
+    """
+    found = [checkpoint] if checkpoint else workdirs.checkpoint_paths(workdir)
+    for path in found:
+        try:
+            text = checkpoints.carried_config(path)
+        except checkpoints.DAMAGE:
+            continue  # Damaged or rotated away: an older one may tell.
+        if text is not None:
+            source = f"{path} (the configuration it was saved with)"
+            return workdirs.parse_config(text, source), source
+    if not found:
+        return None, None
+    if not os.path.exists(os.path.join(workdir, workdirs.CONFIG_FILE)):
+        raise workdirs.unrecorded_checkpoints(workdir)
+    return workdirs.read_config(workdir), os.path.join(workdir, workdirs.CONFIG_FILE)
+
+
+def restore(state: TrainState, workdir: str, checkpoint: str | None = None, log=None
+            ) -> str | None:
     """Restores `state` from `workdir`: the one restore of training, evaluate, predict, export.
 
     Every variable of the state must be in the checkpoint (Adam's slots
-    included), and a damaged newest checkpoint falls back to the newest
-    intact one (`checkpoints.restore`).
+    included), a damaged newest checkpoint falls back to the newest intact
+    one, and one rotated away while read gives way to the newest
+    (`checkpoints.restore`).
 
     Args:
         state: receives the values.
@@ -110,11 +151,9 @@ def restore(state: TrainState, workdir: str, checkpoint: str | None = None, log=
         checkpoint: a checkpoint prefix to restore instead of the newest;
             it must exist.
         log: receives warning lines (default: print).
-        max_to_keep: the returned manager's retention, for a run that saves.
 
     Returns:
-        (the manager over `workdir/checkpoints`, the restored path or None
-        when the workdir has no checkpoint yet).
+        The restored path, or None when the workdir has no checkpoint yet.
 
     Raises:
         CheckpointError: for a missing `checkpoint`, or when no checkpoint
@@ -124,7 +163,7 @@ def restore(state: TrainState, workdir: str, checkpoint: str | None = None, log=
         raise CheckpointError(
             f"--checkpoint: {checkpoint} is not a checkpoint ({checkpoint}.index does not "
             f"exist; the workdir's are in {os.path.join(workdir, checkpoints.CHECKPOINT_SUBDIR)})")
-    manager = make_manager(state, workdir, max_to_keep)
     describe = (f"the architecture {list(state.model.hidden_sizes)} recorded in "
-                f"{os.path.join(workdir, 'config.json')} (with Adam's slots)")
-    return manager, checkpoints.restore(manager, checkpoint, log=log, describe=describe)
+                f"{os.path.join(workdir, workdirs.CONFIG_FILE)} (with Adam's slots)")
+    return checkpoints.restore(checkpoint_objects(state), workdir, checkpoint, log=log,
+                               describe=describe)

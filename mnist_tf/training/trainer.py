@@ -28,7 +28,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from mnist_tf import devices
+from mnist_tf import devices, disk, memory
 from mnist_tf import workdir as workdirs
 from mnist_tf.config import ConfigError, TrainConfig
 from mnist_tf.data import pipeline, sources
@@ -115,8 +115,11 @@ class Run:
         return parameter_names(self.state.model)
 
     def save(self, step: int) -> None:
-        """Saves the state as checkpoint `ckpt-<step>`."""
-        self.manager.save(checkpoint_number=step)
+        """Saves the state as checkpoint `ckpt-<step>`; a failed save leaves no litter."""
+        directory = self.manager.directory
+        with disk.writing(os.path.join(directory, f"ckpt-{step}"),
+                          "free space or use another --workdir", created_in=directory):
+            self.manager.save(checkpoint_number=step)
         self.saved_step = step
 
     def evaluate(self, step: int) -> None:
@@ -194,12 +197,17 @@ def _check_diverged(run: Run, first: int) -> None:
     diverged_at = int(run.output[2])
     if diverged_at < 0:
         return
-    step = first + diverged_at + 1
+    step, config = first + diverged_at + 1, run.config
+    # Weight decay adds weight_decay * w to every gradient: large, it alone diverges.
+    causes = " or ".join(f"--{name} (now {getattr(config, name):g})" for name in
+                         ("learning_rate", "weight_decay") if getattr(config, name))
+    kept = run.manager.latest_checkpoint
     raise TrainingDiverged(
         f"the training loss or its gradients are not finite at step {step} (the run "
-        "diverged: train afresh in another --workdir with a lower --learning_rate, or resume "
-        "with --nan_policy=skip_step to skip such steps); nothing was saved after it, the "
-        f"last good checkpoint {run.manager.latest_checkpoint} is kept")
+        f"diverged: train afresh in another --workdir with a lower {causes}, or resume "
+        "with --nan_policy=skip_step to skip such steps); nothing was saved after it, "
+        + (f"the last good checkpoint {kept} is kept" if kept else
+           "and no checkpoint was saved before it"))
 
 
 def next_stop(step: int, epoch_end: int, steps_per_call: int,
@@ -300,6 +308,7 @@ def train_and_evaluate(
         preemption.Stopped: when `stop_request` asked for an early stop.
     """
     process_start = time.time() if process_start is None else process_start
+    memory.check(config)  # Before any work: a run too large for the machine is refused.
     workdir = workdirs.prepare(workdir)
     device = devices.resolve(config.device)  # Before any work: a missing GPU is an error.
     devices.set_tensor_float_32(config.enable_tensor_float_32)
@@ -318,14 +327,19 @@ def train_and_evaluate(
     lock = workdirs.lock(workdir) if chief else contextlib.nullcontext()
     try:
         with lock, tf.device(device):
-            workdirs.check_resume(workdir, config)
+            # Checked against the configuration the checkpoints carry: deleting
+            # or editing config.json cannot make a contradicting resume pass.
+            recorded, recorded_in = train_state.recorded_config(workdir)
+            workdirs.check_resume(workdir, config, recorded, recorded_in)
+            if chief and not os.path.exists(os.path.join(workdir, workdirs.CONFIG_FILE)):
+                # Marks the workdir as a run's at once (the recorded run's, if it was deleted).
+                workdirs.write_config(workdir, recorded or config)
             set_seeds(config.seed, config.deterministic)
             source, splits = _load_data(config, splits, data_dir, manual_dir, allow_download, log)
             state = train_state.TrainState(config, strategy)
-            manager, restored = train_state.restore(state, workdir, log=log,
-                                                    max_to_keep=config.keep_checkpoints)
-            if write_dir != workdir:  # Restored from the shared workdir, saved to scratch.
-                manager = train_state.make_manager(state, write_dir, config.keep_checkpoints)
+            restored = train_state.restore(state, workdir, log=log)
+            # Restored from the shared workdir; a worker other than the chief saves to scratch.
+            manager = train_state.make_manager(state, write_dir, config.keep_checkpoints, log)
             run = Run(config, state, strategy, splits, None, manager, log, process_start,
                       device)
             recorded = _recorded_results(run, workdir, restored)
