@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mnist_tf import cli  # Sets TensorFlow's C++ log level before TensorFlow loads.
-from mnist_tf.constants import IMAGE_SIZE, NUM_PIXELS, PIXEL_SCALE, normalize
+from mnist_tf.constants import IMAGE_SIZE, NUM_PIXELS
+from mnist_tf.data import preprocess
 from mnist_tf.errors import UserError
 
 if TYPE_CHECKING:  # These load TensorFlow; only their types are needed here.
@@ -109,14 +110,14 @@ def to_model_input(images) -> np.ndarray:
         if array.size and (array.min() < 0 or array.max() > 255):
             raise UserError(f"images: integer pixels must lie in 0..255, got {array.min()} to "
                             f"{array.max()}; pass {PIXEL_RULE}")
-        # The one normalisation training uses, so predictions match bit for bit.
-        return normalize(array.astype(np.uint8)).numpy()
+        # The one normalisation training uses, so predictions match bit for bit
+        # (with a warning for digits binarised to 0/1).
+        return preprocess.to_model_input(array)
     if not np.isfinite(array).all():
         raise UserError("images: contains NaN or infinite values; pass finite pixels "
                         f"({PIXEL_RULE})")
     if array.size and (array.min() < 0 or array.max() > 1):
-        hint = (" (they look like 0..255: divide by 255 or pass uint8)"
-                if array.max() <= PIXEL_SCALE else "")
+        hint = preprocess.float_range_hint(array.min(), array.max())
         raise UserError(f"images: float pixels must lie in [0, 1], got {array.min():g} to "
                         f"{array.max():g}{hint}; pass {PIXEL_RULE}")
     return array.astype(np.float32).reshape(-1, NUM_PIXELS)

@@ -5,12 +5,42 @@ the fix (a `UserError` in Python, exit status 2 on the command line), or, for
 input that is legal but probably a mistake, one warning line.
 """
 
+import io
+import warnings
+
 import numpy as np
 import pytest
-from conftest import assert_usage_error, run_module
+from conftest import assert_usage_error, run_module, synthetic_digits
+from PIL import Image
 
-from mnist_tf import config
+from mnist_tf import api, config, predict
 from mnist_tf.config import ConfigError, TrainConfig
+from mnist_tf.data import preprocess
+from mnist_tf.errors import UserError
+from mnist_tf.training import trainer
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, small_data_dir):
+    """A tiny trained run (no XLA: compiling would be most of its time)."""
+    workdir = tmp_path_factory.mktemp("holes") / "run"
+    trainer.train_and_evaluate(
+        TrainConfig(hidden_sizes=(8,), batch_size=50, train_steps=4, validation_size=100,
+                    eval_batch_size=100, jit_compile=False),
+        str(workdir), data_dir=small_data_dir, allow_download=False, log=lambda line: None)
+    return workdir
+
+
+def float_tiff(path, pixels):
+    Image.fromarray(np.asarray(pixels, np.float32), mode="F").save(path)
+    return str(path)
+
+
+def stroke(size=40):
+    """A float image of a vertical bar, a '1' of sorts, in [0, 1]."""
+    pixels = np.zeros((size, size), np.float32)
+    pixels[10:30, 18:22] = 1.0
+    return pixels
 
 
 @pytest.mark.parametrize("field, value, fragment", [
@@ -67,3 +97,69 @@ def test_hidden_sizes_help_says_empty_is_a_linear_classifier():
     assert TrainConfig.from_flag_values(
         {**{f.name: f.default for f in config.train_flags()}, "hidden_sizes": ""}
     ).hidden_sizes == ()
+
+
+def test_binarised_uint8_digits_are_classified_with_a_warning(workdir):
+    classifier = api.load(workdir)
+    digits, _ = synthetic_digits(6, seed=3)
+    binarised = (digits > 127).astype(np.uint8)
+    with pytest.warns(preprocess.BinarisedImagesWarning) as caught:
+        classifier.predict(binarised)
+    (warning,) = caught
+    message = str(warning.message)
+    assert "6 of 6" in message and "look binarised" in message
+    assert "multiply them by 255" in message and "floats in [0, 1]" in message
+    assert "\n" not in message
+    assert warning.filename == __file__  # It names the caller's line, not the package's.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        classifier.predict(digits)  # Pixels 0..255: no warning.
+        classifier.predict(np.zeros((2, 28, 28), np.uint8))  # Blank, not binarised.
+        classifier.predict(binarised.astype(np.float32))  # Floats in [0, 1]: as meant.
+
+
+def test_a_binarised_image_file_is_called_binarised_not_just_blank(tmp_path):
+    path = tmp_path / "binarised.png"
+    Image.fromarray((stroke() > 0).astype(np.uint8), "L").save(path)
+    with pytest.raises(preprocess.ImageError, match="looks binarised: save it with 0 and 255"):
+        preprocess.prepare_file(path)
+
+
+def test_a_nan_tiff_is_one_error_line_and_the_other_files_are_classified(workdir, tmp_path):
+    good = float_tiff(tmp_path / "good.tiff", stroke())
+    with_nan, with_inf = stroke(), stroke()
+    with_nan[0, 0], with_inf[5, 5] = np.nan, np.inf
+    nan = float_tiff(tmp_path / "nan.tiff", with_nan)
+    inf = float_tiff(tmp_path / "inf.tiff", with_inf)
+    out, err = io.StringIO(), io.StringIO()
+    status = predict.run(str(workdir), [nan, good, inf], out=out, err=err)
+    assert status == 2
+    errors = err.getvalue().splitlines()
+    assert errors == [f"error: {path}: the image holds NaN or infinite pixel values (1 of 1600); "
+                      "grey levels must be finite numbers in [0, 1]" for path in (nan, inf)]
+    assert [line.split(":")[0] for line in out.getvalue().splitlines()[1:]] == [good]
+
+
+def test_non_finite_grey_levels_given_to_the_library_are_a_user_error():
+    grey = stroke().astype(np.float64)
+    grey[3, 3] = np.nan
+    with pytest.raises(UserError, match="NaN or infinite pixel values"):
+        preprocess.prepare_array(grey)
+    with pytest.raises(UserError, match="NaN or infinite alpha values"):
+        preprocess.prepare_array(stroke(), np.full((40, 40), np.inf))
+
+
+@pytest.mark.parametrize("images, hint", [
+    (np.linspace(-1, 1, 784, dtype=np.float32).reshape(1, 28, 28),
+     "(they look normalised to [-1, 1]: map them back to [0, 1] with (x + 1) / 2)"),
+    (np.linspace(0, 255, 784, dtype=np.float32).reshape(1, 28, 28),
+     "(they look like 0..255: divide by 255 or pass uint8)"),
+    ((np.linspace(0, 1, 784).reshape(1, 28, 28) - 0.1307) / 0.3081,
+     "(they look standardised to mean 0 and standard deviation 1"),
+    (np.linspace(-300, 300, 784).reshape(1, 28, 28), "got -300 to 300; pass"),
+])
+def test_the_float_range_hint_fits_the_range(images, hint):
+    with pytest.raises(UserError) as info:
+        api.to_model_input(images)
+    assert hint in str(info.value)
+    assert str(info.value).count("they look") <= 1

@@ -47,6 +47,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -60,6 +62,7 @@ CENTRE = 14.0  # ... and its centre of mass at pixel (14, 14).
 MIN_CONTRAST = 0.1  # Ink weaker than this (fraction of full scale) is no ink at all.
 NOISE_THRESHOLD = 0.2  # Ink below this fraction of the strongest ink is noise.
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_EIGHT_BIT_MODES = ("L", "LA", "P", "PA", "RGB", "RGBA")  # Pixel values 0..255 (not "1").
 
 
 class ImageError(UserError):
@@ -78,6 +81,91 @@ class ImageError(UserError):
 
 class BlankImageError(ValueError):
     """An image with no ink: nothing differs enough from the background."""
+
+
+class PixelValueError(UserError, ValueError):
+    """Pixel values no image can have: NaN or infinite grey levels."""
+
+
+class BinarisedImagesWarning(UserWarning):
+    """Integer digits whose pixels are only 0 and 1: binarised, read as nearly black."""
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def check_finite(values: np.ndarray, what: str = "pixel values") -> None:
+    """Refuses NaN or infinite values, which no step here (nor the model) can use.
+
+    NaN would otherwise reach `place_in_field`'s rounding and crash there, and
+    clipping would quietly turn infinity into full ink.
+
+    Raises:
+        PixelValueError: saying how many of the values are not finite.
+    """
+    values = np.asarray(values)
+    bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise PixelValueError(f"the image holds NaN or infinite {what} ({bad} of {values.size}); "
+                              "grey levels must be finite numbers in [0, 1]")
+
+
+def binarised_count(digits: np.ndarray) -> int:
+    """How many of the integer digits [N, ...] hold only 0 and 1 (with some 1s).
+
+    Integer pixels are 0..255, so such a digit (e.g. `x > 127` stored as
+    uint8) is read as nearly black: it is classified near chance, no error.
+    """
+    digits = np.asarray(digits)
+    if digits.size == 0 or not np.issubdtype(digits.dtype, np.integer):
+        return 0
+    peaks = digits.reshape(len(digits), -1).max(axis=1)
+    return int(np.count_nonzero(peaks == 1))
+
+
+def warn_if_binarised(digits: np.ndarray) -> None:
+    """Warns (`BinarisedImagesWarning`, one line) if integer digits [N, ...] look binarised (0/1).
+
+    The digits are still used as given: 0/1 pixels are legal, only unlikely.
+    """
+    count = binarised_count(digits)
+    if count:
+        warnings.warn(f"images: {count} of {len(digits)} integer digits hold only pixel values "
+                      "0 and 1, read as 0..255 (nearly black): they look binarised; multiply "
+                      "them by 255, or pass floats in [0, 1]", BinarisedImagesWarning,
+                      stacklevel=_caller_stacklevel())
+
+
+def _caller_stacklevel() -> int:
+    """The `warnings.warn` stacklevel, for its caller, of the first frame outside this package.
+
+    The warning then names the user's line (a notebook cell, a script), not ours.
+    """
+    frame, level = sys._getframe(1), 1  # The function that calls warn, level 1.
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def float_range_hint(low: float, high: float) -> str:
+    """What float pixels outside [0, 1] most likely are, and how to get [0, 1]; "" if unclear.
+
+    Args:
+        low: the smallest pixel value.
+        high: the largest pixel value.
+
+    Returns:
+        A parenthesised hint such as " (they look like 0..255: divide by 255
+        or pass uint8)", or "".
+    """
+    if 0 <= low and 1 < high <= PIXEL_SCALE:
+        return " (they look like 0..255: divide by 255 or pass uint8)"
+    if -1 <= low < 0 and high <= 1:
+        return " (they look normalised to [-1, 1]: map them back to [0, 1] with (x + 1) / 2)"
+    if -10 <= low < 0 and 1 < high <= 10:
+        return (" (they look standardised to mean 0 and standard deviation 1: undo it with "
+                "x * std + mean, e.g. x * 0.3081 + 0.1307 for MNIST's usual constants)")
+    return ""
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
@@ -119,7 +207,9 @@ def greyscale(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         grey = np.asarray(image, dtype=np.float64) / 65535.0
         return np.clip(grey, 0.0, 1.0), None
     if image.mode == "F":
-        return np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0), None
+        grey = np.asarray(image, dtype=np.float64)
+        check_finite(grey)
+        return np.clip(grey, 0.0, 1.0), None
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
         grey_alpha = np.asarray(image.convert("RGBA").convert("LA"), dtype=np.float64) / PIXEL_SCALE
         grey, alpha = grey_alpha[..., 0], grey_alpha[..., 1]
@@ -159,12 +249,16 @@ def ink_map(grey: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
 
     Raises:
         BlankImageError: if the image has no ink.
+        PixelValueError: if a grey level or alpha is NaN or infinite.
     """
     grey = np.asarray(grey, dtype=np.float64)
     if grey.ndim != 2 or grey.size == 0:
         raise ValueError(f"expected a non-empty [H, W] array, got shape {grey.shape}")
+    check_finite(grey)
     if alpha is not None:
-        grey = _composite(grey, np.asarray(alpha, dtype=np.float64))
+        alpha = np.asarray(alpha, dtype=np.float64)
+        check_finite(alpha, "alpha values")
+        grey = _composite(grey, alpha)
     background = float(np.median(_border(grey)))
     if grey.mean() < background:  # Dark ink on light paper: invert.
         ink = background - grey
@@ -242,6 +336,7 @@ def prepare_array(grey: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarr
 
     Raises:
         BlankImageError: if the image has no ink.
+        PixelValueError: if a grey level or alpha is NaN or infinite.
     """
     return to_uint8(place_in_field(fit_to_box(ink_map(grey, alpha))))
 
@@ -253,9 +348,17 @@ def prepare_image(image: Image.Image) -> np.ndarray:
         uint8 [28, 28]: bright ink on black, as MNIST stores its digits.
 
     Raises:
-        BlankImageError: if the image has no ink.
+        BlankImageError: if the image has no ink; if its 8-bit pixels are
+            only 0 and 1, the message says it looks binarised.
+        PixelValueError: if a float image holds NaN or infinite values.
     """
-    return prepare_array(*greyscale(image))
+    try:
+        return prepare_array(*greyscale(image))
+    except BlankImageError as e:
+        if image.mode in _EIGHT_BIT_MODES and binarised_count(np.asarray(image.convert("L"))[None]):
+            raise BlankImageError(f"{e}; its pixels are only 0 and 1, so it looks binarised: "
+                                  "save it with 0 and 255") from None
+        raise
 
 
 def prepare_file(path: str | os.PathLike) -> np.ndarray:
@@ -268,12 +371,13 @@ def prepare_file(path: str | os.PathLike) -> np.ndarray:
         uint8 [28, 28]: bright ink on black, as MNIST stores its digits.
 
     Raises:
-        ImageError: if the file is missing, empty, not an image or blank.
+        ImageError: if the file is missing, empty, not an image, blank, or
+            holds NaN or infinite pixel values.
     """
     image = load_image(path)
     try:
         return prepare_image(image)
-    except BlankImageError as e:
+    except (BlankImageError, PixelValueError) as e:
         raise ImageError(os.fspath(path), str(e)) from None
 
 
@@ -281,5 +385,12 @@ def to_model_input(digits: np.ndarray) -> np.ndarray:
     """Maps uint8 digits [N, 28, 28] to the model's float32 [N, 784] in [0, 1].
 
     Bit-for-bit the same as training's `mnist_tf.data.preprocess` (uint8 / 255).
+    Integer digits whose pixels are only 0 and 1 are used as given, with a
+    warning (`warn_if_binarised`): every array of digits reaches the model
+    through here, so each gets it.
+
+    Args:
+        digits: integer (uint8) pixels 0..255, [N, 28, 28] or [N, 784].
     """
+    warn_if_binarised(digits)
     return normalize(np.asarray(digits, dtype=np.uint8)).numpy()
