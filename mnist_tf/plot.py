@@ -88,12 +88,28 @@ def read_scalars(summary_dir: str) -> dict[str, list[tuple[int, float]]]:
 
 
 def _steps_per_epoch(workdir: str) -> int | None:
-    path = os.path.join(workdir, "results.json")
+    """The run's steps per epoch from its results.json; None if it records none (yet).
+
+    Raises:
+        UserError: naming the file and the key, if results.json is not JSON or
+            its steps_per_epoch is not a positive integer (a hand edit).
+    """
+    from mnist_tf.workdir import RESULTS_FILE
+
+    path = os.path.join(workdir, RESULTS_FILE)
     try:
         with open(path) as f:
-            return int(json.load(f)["steps_per_epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
+            results = json.load(f)
+    except OSError:  # None yet: the run is still training.
         return None
+    except ValueError as e:
+        raise UserError(f"{path}: not valid JSON ({e}); restore it, or delete it to plot "
+                        "against steps") from None
+    value = results.get("steps_per_epoch") if isinstance(results, dict) else None
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        return value
+    raise UserError(f"{path}: steps_per_epoch must be a positive integer, got {value!r}; "
+                    "restore it, or delete the key to plot against steps")
 
 
 def parse_workdirs(text: str | None) -> list[str]:
@@ -330,8 +346,12 @@ def plot_prediction(prediction, path: str, original=None) -> str:
 def _save(figure, path: str) -> None:
     from mnist_tf.files import atomic_path
 
-    with atomic_path(path, suffix=".png") as tmp:  # A crash never leaves half a PNG.
-        figure.savefig(tmp, dpi=100)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:  # A crash never leaves half a PNG.
+            figure.savefig(tmp, dpi=100)
+    except OSError as e:  # A directory made read-only, a full disk: after the checks.
+        raise UserError(f"cannot write {path}: {e.strerror}; write the pictures to a "
+                        "directory you can write to") from None
 
 
 def plot_workdir(workdir: str, checkpoint: str | None = None, data_dir: str | None = None,
@@ -360,6 +380,8 @@ def plot_workdir(workdir: str, checkpoint: str | None = None, data_dir: str | No
     from mnist_tf import analysis, inference
     from mnist_tf.data import pipeline, sources
 
+    if not output_dir:
+        check_workdir_writable(workdir)
     loaded = inference.load_model(workdir, checkpoint)
     output_dir = make_output_dir(output_dir) if output_dir else workdir
     written = [plot_curves(workdir, os.path.join(output_dir, CURVES_FILE))]
@@ -396,17 +418,30 @@ def plot_runs(workdirs: list[str], output_dir: str, log=print) -> str:
     return figure_path
 
 
-def check_output_dir(path: str, flag: str = "--output_dir") -> None:
-    """Refuses, without creating anything, a directory flag that names a file.
+def check_output_dir(path: str, flag: str = "--output_dir",
+                     fix: str = "name a directory you can write to") -> None:
+    """Refuses, without creating anything, a directory flag that names a file or a read-only dir.
+
+    Read-only: by permissions or a read-only file system (which binds root too).
 
     Raises:
-        UserError: naming `flag` and the fix.
+        UserError: naming `flag` and the fix (`fix`, for a read-only directory).
     """
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"{flag}: {path} is a file, not a directory; name a directory "
                         "(it is created if missing)")
     if os.path.isdir(path) and not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"{flag}: {path} is not writable; name a directory you can write to")
+        raise UserError(f"{flag}: {path} is not writable; {fix}")
+
+
+def check_workdir_writable(workdir: str) -> None:
+    """Refuses a read-only workdir as the PNGs' default destination (no --output_dir).
+
+    Raises:
+        UserError: naming --workdir and --output_dir as the fix.
+    """
+    check_output_dir(workdir, "--workdir",
+                     "write the pictures to a directory you can write to with --output_dir=DIR")
 
 
 def make_output_dir(path: str, flag: str = "--output_dir") -> str:
@@ -437,6 +472,8 @@ def main(argv: list[str]) -> None:
                             "overlaid curves.png (e.g. --output_dir=runs/compare)")
         if FLAGS.output_dir:
             check_output_dir(FLAGS.output_dir)
+        else:
+            check_workdir_writable(workdirs[0])
         import_pyplot()
         cli.import_tensorflow_quietly()
         if len(workdirs) > 1:

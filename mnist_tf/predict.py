@@ -297,18 +297,44 @@ def write_plots(predictions: list[Prediction], plot_dir: str) -> list[str | None
     return paths
 
 
-def check_plot_dir(plot_dir: str | None) -> None:
-    """Refuses an unusable --plot_dir or a missing matplotlib, before anything is written.
+def check_output_dirs(preprocessed_dir: str | None, plot_dir: str | None) -> None:
+    """Refuses unusable output directories (a file, read-only) before any work is done.
+
+    Also a --plot_dir without matplotlib to draw into it.
 
     Raises:
-        UserError: naming --plot_dir and the fix, or how to install matplotlib.
+        UserError: naming the flag and the fix, or how to install matplotlib.
     """
-    if not plot_dir:
-        return
     from mnist_tf import plot
 
-    plot.check_output_dir(plot_dir, "--plot_dir")
-    plot.import_pyplot()
+    if preprocessed_dir:
+        plot.check_output_dir(preprocessed_dir, "--preprocessed_dir")
+    if plot_dir:
+        plot.check_output_dir(plot_dir, "--plot_dir")
+        plot.import_pyplot()
+
+
+def write_preprocessed(preprocessed_dir: str, index: int, prediction: Prediction) -> str:
+    """Writes the digit the model saw as `preprocessed_dir`/NNN-NAME.png (NNN: `index`).
+
+    Returns:
+        The path written.
+
+    Raises:
+        UserError: naming --preprocessed_dir, if the file cannot be written
+            (e.g. the directory became read-only or the disk is full).
+    """
+    from mnist_tf import images
+
+    stem = (os.path.splitext(os.path.basename(prediction.file))[0]
+            if prediction.file is not None else f"test-{prediction.test_index}")
+    path = os.path.join(preprocessed_dir, f"{index:03d}-{stem}.png")
+    try:
+        images.write_png(path, prediction.image)
+    except OSError as e:
+        raise UserError(f"--preprocessed_dir: cannot write {path}: {e.strerror}; name a "
+                        "directory you can write to") from None
+    return path
 
 
 def check_inputs(paths: list[str], test_index: int | None) -> None:
@@ -355,7 +381,7 @@ def run(
         err: where per-file problems go (default stderr), one `error: FILE: problem` each.
 
     Returns:
-        0 if everything was classified, 1 if some files could not be.
+        0 if everything was classified, 2 if some files could not be.
 
     Raises:
         UserError: for usage errors: no input, a bad workdir or checkpoint,
@@ -365,13 +391,13 @@ def run(
     out = out or sys.stdout
     err = err or sys.stderr
     check_inputs(paths, test_index)
-    check_plot_dir(plot_dir)
+    check_output_dirs(preprocessed_dir, plot_dir)
     if preprocessed_dir:
         files.make_directory(preprocessed_dir, "--preprocessed_dir")
     if plot_dir:
         plot_dir = files.make_directory(plot_dir, "--plot_dir")
 
-    from mnist_tf import images, inference
+    from mnist_tf import inference
     from mnist_tf.data import sources
 
     loaded = inference.load_model(workdir, checkpoint)
@@ -400,10 +426,7 @@ def run(
         elif prediction.error is None:
             print(format_text(prediction), file=out)
         if preprocessed_dir and prediction.image is not None:
-            stem = (os.path.splitext(os.path.basename(prediction.file))[0]
-                    if prediction.file is not None else f"test-{prediction.test_index}")
-            images.write_png(os.path.join(preprocessed_dir, f"{i:03d}-{stem}.png"),
-                             prediction.image)
+            write_preprocessed(preprocessed_dir, i, prediction)
     if not as_json:
         for plot in filter(None, plots):
             print(f"Wrote {plot}", file=out)
@@ -416,7 +439,7 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
     try:
         check_inputs(argv[1:], FLAGS.test_index)
-        check_plot_dir(FLAGS.plot_dir)
+        check_output_dirs(FLAGS.preprocessed_dir, FLAGS.plot_dir)
         # Imported here so that bad flags are rejected before TensorFlow loads.
         cli.import_tensorflow_quietly()
         status = run(

@@ -5,7 +5,11 @@ the fix (a `UserError` in Python, exit status 2 on the command line), or, for
 input that is legal but probably a mistake, one warning line.
 """
 
+import contextlib
 import io
+import json
+import os
+import subprocess
 import warnings
 
 import numpy as np
@@ -13,7 +17,7 @@ import pytest
 from conftest import assert_usage_error, run_module, synthetic_digits
 from PIL import Image
 
-from mnist_tf import api, config, predict
+from mnist_tf import api, config, plot, predict
 from mnist_tf.config import ConfigError, TrainConfig
 from mnist_tf.data import preprocess
 from mnist_tf.errors import UserError
@@ -29,6 +33,35 @@ def workdir(tmp_path_factory, small_data_dir):
                     eval_batch_size=100, jit_compile=False),
         str(workdir), data_dir=small_data_dir, allow_download=False, log=lambda line: None)
     return workdir
+
+
+@contextlib.contextmanager
+def read_only(path):
+    """Makes directory `path` read-only for this process, root included, then writable again.
+
+    Root ignores permission bits, so as root the directory is bind-mounted onto
+    itself read-only (the file system refuses every write); otherwise its mode
+    becomes 0o555. Skips the test when neither is possible.
+    """
+    path = str(path)
+    if os.geteuid() != 0:
+        os.chmod(path, 0o555)
+        try:
+            yield path
+        finally:
+            os.chmod(path, 0o755)
+        return
+    mounts = [["mount", "--bind", path, path], ["mount", "-o", "remount,bind,ro", path]]
+    for i, command in enumerate(mounts):
+        if subprocess.run(command, capture_output=True).returncode != 0:
+            if i:
+                subprocess.run(["umount", path], check=True)
+            pytest.skip("cannot make a read-only directory (no bind mount as root here)")
+    try:
+        assert not os.access(path, os.W_OK)  # The case really is read-only.
+        yield path
+    finally:
+        subprocess.run(["umount", path], check=True)
 
 
 def float_tiff(path, pixels):
@@ -163,3 +196,63 @@ def test_the_float_range_hint_fits_the_range(images, hint):
         api.to_model_input(images)
     assert hint in str(info.value)
     assert str(info.value).count("they look") <= 1
+
+
+def test_predict_refuses_a_read_only_preprocessed_dir_in_one_line(workdir, tmp_path):
+    image = float_tiff(tmp_path / "good.tiff", stroke())
+    (tmp_path / "ro").mkdir()
+    with read_only(tmp_path / "ro") as ro:
+        result = run_module("mnist_tf.predict", f"--workdir={workdir}",
+                            f"--preprocessed_dir={ro}", image)
+    assert_usage_error(result, f"--preprocessed_dir: {ro} is not writable",
+                       "name a directory you can write to")
+    assert result.stdout == ""
+
+
+def test_a_preprocessed_digit_that_cannot_be_written_names_the_flag(tmp_path):
+    prediction = predict.Prediction(file="a/seven.png", probabilities=(0.1,) * 10,
+                                    image=np.zeros((28, 28), np.uint8))
+    (tmp_path / "ro").mkdir()
+    with read_only(tmp_path / "ro") as ro, pytest.raises(UserError) as info:
+        predict.write_preprocessed(ro, 3, prediction)  # Past the up-front check.
+    assert str(info.value).startswith(f"--preprocessed_dir: cannot write {ro}/003-seven.png: ")
+
+
+def test_plot_refuses_a_read_only_workdir_in_one_line(workdir, small_data_dir):
+    with read_only(workdir) as ro:
+        result = run_module("mnist_tf.plot", f"--workdir={ro}", f"--data_dir={small_data_dir}",
+                            "--nodownload")
+        with pytest.raises(UserError, match="--workdir: .* is not writable"):
+            plot.plot_workdir(ro, data_dir=small_data_dir, allow_download=False)
+    assert_usage_error(result, f"--workdir: {ro} is not writable", "--output_dir=DIR")
+    assert not os.path.exists(os.path.join(workdir, plot.CURVES_FILE))
+
+
+def test_a_picture_that_cannot_be_written_is_a_user_error(tmp_path):
+    prediction = predict.Prediction(file="seven.png", probabilities=(0.1,) * 9 + (0.19,),
+                                    image=np.zeros((28, 28), np.uint8))
+    (tmp_path / "ro").mkdir()
+    with read_only(tmp_path / "ro") as ro, pytest.raises(UserError) as info:
+        plot.plot_prediction(prediction, os.path.join(ro, "seven.png"))
+    assert str(info.value).startswith(f"cannot write {ro}/seven.png: ")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('{"steps_per_epoch": "high"}', "steps_per_epoch must be a positive integer, got 'high'"),
+    ('{"steps_per_epoch": Infinity}', "steps_per_epoch must be a positive integer, got inf"),
+    ('{"steps_per_epoch": 0}', "steps_per_epoch must be a positive integer, got 0"),
+    ('{"steps_per_epoch": 12', "not valid JSON"),
+])
+def test_plot_names_results_json_and_the_key_of_a_bad_value(tmp_path, text, fragment):
+    (tmp_path / "results.json").write_text(text)
+    with pytest.raises(UserError) as info:
+        plot._steps_per_epoch(str(tmp_path))
+    assert str(info.value).startswith(f"{tmp_path / 'results.json'}: {fragment}")
+
+
+def test_plot_reads_a_sound_or_missing_steps_per_epoch(tmp_path):
+    assert plot._steps_per_epoch(str(tmp_path)) is None  # Still training: no results.json.
+    (tmp_path / "results.json").write_text(json.dumps({"test_accuracy": 0.9}))
+    assert plot._steps_per_epoch(str(tmp_path)) is None
+    (tmp_path / "results.json").write_text(json.dumps({"steps_per_epoch": 429}))
+    assert plot._steps_per_epoch(str(tmp_path)) == 429
