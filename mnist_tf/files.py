@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from mnist_tf.errors import UserError
 
 
-def not_a_directory(path: str | os.PathLike) -> str | None:
-    """Why `path` is not a usable directory, as the end of a sentence; None if it is one.
+def path_problem(path: str | os.PathLike, kind: str = "directory") -> str | None:
+    """Why `path` is no usable `kind` ("directory" or "file"), as a sentence's end; None if it is.
 
     e.g. "does not exist", "is a file, not a directory", "is a symbolic-link
     loop", "is a symbolic link to the missing /x": what a user needs to see,
-    where `os.path.exists` says False for all but the second.
+    where `os.path.exists` says False for all but one of them.
     """
     path = os.fspath(path)
     try:
@@ -28,10 +28,12 @@ def not_a_directory(path: str | os.PathLike) -> str | None:
             return "is a symbolic-link loop"
         if os.path.islink(path):
             return f"is a symbolic link to the missing {os.path.realpath(path)}"
-        if e.errno == errno.ENOENT:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):  # ENOTDIR: a parent is a file.
             return "does not exist"
         return f"cannot be read ({e.strerror})"
-    return None if stat.S_ISDIR(mode) else "is a file, not a directory"
+    if stat.S_ISDIR(mode) != (kind == "directory"):
+        return "is a directory, not a file" if kind == "file" else "is a file, not a directory"
+    return None
 
 
 def make_directory(path: str, flag: str) -> str:
@@ -45,7 +47,7 @@ def make_directory(path: str, flag: str) -> str:
         UserError: naming `flag`, if `path` is a file or cannot be created.
     """
     path = os.path.abspath(path)
-    problem = not_a_directory(path)
+    problem = path_problem(path)
     if problem and problem != "does not exist":
         raise UserError(f"{flag}: {path} {problem}")
     try:

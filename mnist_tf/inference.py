@@ -68,7 +68,7 @@ def load_model(workdir: str, checkpoint: str | None = None, log=None) -> LoadedM
     """
     from mnist_tf.training import state as train_state
 
-    problem = files.not_a_directory(workdir)
+    problem = files.path_problem(workdir)
     if problem:  # Before anything else: "holds no checkpoint" would mislead.
         workdirs.read_config(workdir)
     config, _ = train_state.recorded_config(workdir, checkpoint if _exists(checkpoint) else None)

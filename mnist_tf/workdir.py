@@ -227,14 +227,36 @@ def write_results(workdir: str, results: dict) -> None:
     files.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
 
 
+# The results.json values a re-run reads back and prints: required, and optional.
+_REQUIRED_RESULTS = ("global_step", "test_accuracy", "test_loss")
+_OPTIONAL_RESULTS = ("validation_accuracy", "validation_loss", "train_examples_per_second",
+                     "wall_seconds")
+
+
 def read_results(workdir: str) -> dict | None:
-    """The results.json a finished run wrote in `workdir`; None if missing or unreadable."""
+    """The results.json a finished run wrote in `workdir`; None if missing or unreadable.
+
+    Raises:
+        UserError: naming the file and the key, for a value that is read back
+            but is not a number (a hand edit): the file is left as it is.
+    """
+    path = os.path.join(workdir, RESULTS_FILE)
     try:
-        with open(os.path.join(workdir, RESULTS_FILE)) as f:
+        with open(path) as f:
             results = json.load(f)
     except (OSError, ValueError):
         return None
-    return results if isinstance(results, dict) else None
+    if not isinstance(results, dict):
+        return None
+    for key in (*_REQUIRED_RESULTS, *_OPTIONAL_RESULTS):
+        value = results.get(key)
+        if value is None and key in _OPTIONAL_RESULTS:
+            continue
+        kinds = int if key == "global_step" else (int, float)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise UserError(f"{path}: {key} must be a number, got {value!r}; restore the "
+                            "value the run wrote, or use another --workdir")
+    return results
 
 
 def write_reevaluation(workdir: str, evaluation: dict) -> str:
@@ -255,7 +277,7 @@ def read_config(workdir: str) -> TrainConfig:
         UserError: if `workdir` is not a directory, or holds no readable, valid
             config.json written by mnist_tf.
     """
-    problem = files.not_a_directory(workdir)
+    problem = files.path_problem(workdir)
     if problem == "does not exist":
         raise UserError(f"--workdir: {workdir} does not exist; train a model there first "
                         f"(python -m mnist_tf.train --workdir={workdir})")

@@ -243,6 +243,17 @@ def test_a_file_or_a_symlink_loop_is_named_for_what_it_is(trained, tmp_path):
         api.load(loop)
     result = run_module("mnist_tf.evaluate", f"--workdir={trained / 'results.json'}")
     assert_usage_error(result, "results.json is a file, not a directory")
+    result = run_module("mnist_tf.train", f"--flagfile={loop}")
+    assert_usage_error(result, f"--flagfile: {loop} is a symbolic-link loop")
+
+
+def test_an_image_path_that_is_a_symlink_loop_is_named_so(tmp_path):
+    from mnist_tf.data import preprocess
+
+    loop = tmp_path / "digit.png"
+    os.symlink(loop, loop)
+    with pytest.raises(preprocess.ImageError, match="digit.png: is a symbolic-link loop"):
+        preprocess.load_image(loop)
 
 
 def test_divergence_names_weight_decay_and_a_run_that_saved_nothing():
@@ -255,3 +266,15 @@ def test_divergence_names_weight_decay_and_a_run_that_saved_nothing():
     assert "a lower --learning_rate (now 0.001) or --weight_decay (now 50)" in message
     assert message.endswith("nothing was saved after it, and no checkpoint was saved before it")
     assert "None" not in message
+
+
+def test_a_hand_edited_results_json_is_named_not_a_traceback(trained, tmp_path,
+                                                             small_data_dir):
+    workdir = copy_of(trained, tmp_path)
+    results = json.loads((workdir / "results.json").read_text())
+    (workdir / "results.json").write_text(json.dumps({**results, "test_accuracy": "high"}))
+    before = contents(workdir)
+    with pytest.raises(UserError, match=r"results.json: test_accuracy must be a number, got "
+                                        r"'high'; restore the value the run wrote"):
+        train(workdir, small_data_dir, train_steps=4)  # The re-run of the complete run.
+    assert contents(workdir) == before

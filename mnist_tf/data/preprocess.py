@@ -53,6 +53,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mnist_tf import files
 from mnist_tf.constants import PIXEL_SCALE, normalize
 from mnist_tf.errors import UserError
 
@@ -175,10 +176,11 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         ImageError: if the file is missing, empty, unreadable or not an image.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
+    problem = files.path_problem(path, "file")
+    if problem == "does not exist":
         raise ImageError(path, "no such file")
-    if os.path.isdir(path):
-        raise ImageError(path, "is a directory, not an image file")
+    if problem:
+        raise ImageError(path, problem.replace("not a file", "not an image file"))
     try:
         if os.path.getsize(path) == 0:
             raise ImageError(path, "empty file (0 bytes)")
