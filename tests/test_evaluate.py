@@ -138,12 +138,12 @@ def test_report_is_readable(trained, small_data_dir):
     assert [[int(v) for v in row.split()[1:]] for row in rows] == results["confusion_matrix"]
 
 
-def test_validation_split_of_a_run_without_one_names_the_flag(trained, tmp_path):
-    workdir = copy_run(trained, tmp_path)
-    config = json.loads((workdir / "config.json").read_text())
-    (workdir / "config.json").write_text(json.dumps({**config, "validation_size": 0}))
+def test_validation_split_of_a_run_without_one_names_the_flag(tmp_path, small_data_dir):
+    trainer.train_and_evaluate(TrainConfig(**{**SMALL, "validation_size": 0, "train_steps": 1}),
+                               str(tmp_path), data_dir=small_data_dir, allow_download=False,
+                               log=lambda line: None)
     with pytest.raises(UserError, match=r"--split=validation: .* validation_size=0"):
-        evaluate.evaluate_checkpoint(str(workdir), "validation")
+        evaluate.evaluate_checkpoint(str(tmp_path), "validation")
 
 
 def save_other_architecture(directory: Path, hidden_sizes) -> str:

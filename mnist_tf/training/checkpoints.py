@@ -93,10 +93,12 @@ def carried_config(path: str) -> str | None:
 
 
 def _restore_one(objects: dict, path: str) -> None:
-    names = {name for name, _ in tf.train.list_variables(path)}
-    if _CONFIG_TENSOR not in names:  # Saved before checkpoints carried their configuration.
-        objects = {key: value for key, value in objects.items() if key != CONFIG_KEY}
-    tf.train.Checkpoint(**objects).restore(path).assert_existing_objects_matched()
+    # The carried configuration is read (`carried_config`), never restored: the
+    # run's own stays in the state, to be saved with its next checkpoint.
+    objects = {key: value for key, value in objects.items() if key != CONFIG_KEY}
+    status = tf.train.Checkpoint(**objects).restore(path)
+    status.assert_existing_objects_matched()
+    status.expect_partial()  # The configuration and save counter stay unread, on purpose.
 
 
 def _first_line(error: BaseException) -> str:
