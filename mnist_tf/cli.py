@@ -9,6 +9,7 @@ import tempfile
 
 from absl import app, flags
 
+from mnist_tf import disk
 from mnist_tf.errors import UserError
 
 # TensorFlow's C++ logging (oneDNN, CUDA probing) is noise for users; must be
@@ -184,14 +185,13 @@ def check_flagfiles(argv: list[str], has_config_flag: bool) -> None:
     Raises:
         UserError: naming the path tried and the fix.
     """
-    from mnist_tf import config
+    from mnist_tf import config, files
 
     for _, _, path in _flag_arguments(argv, "flagfile"):
         tried = os.path.abspath(os.path.expanduser(path))
         if os.path.isfile(tried) and os.access(tried, os.R_OK):
             continue
-        problem = ("is a directory" if os.path.isdir(tried) else
-                   "is not readable" if os.path.exists(tried) else "does not exist")
+        problem = files.path_problem(tried, "file") or "is not readable"
         if not os.path.isabs(os.path.expanduser(path)):
             problem += " (a relative path is read from the current directory)"
         name = os.path.splitext(os.path.basename(path))[0]
@@ -203,6 +203,16 @@ def check_flagfiles(argv: list[str], has_config_flag: bool) -> None:
         raise UserError(f"--flagfile: {tried} {problem}; {fix}")
 
 
+# Flags that choose where an entry point writes: the way out of a full disk.
+_OUTPUT_FLAGS = ("workdir", "export_dir", "output_dir", "plot_dir")
+
+
+def _output_flags_fix() -> str:
+    """"free space or use another --workdir/..." naming the entry point's output flags."""
+    defined = [f"--{name}" for name in _OUTPUT_FLAGS if name in flags.FLAGS]
+    return "free space" + (f" or use another {'/'.join(defined)}" if defined else "")
+
+
 def run(main) -> None:
     """Runs an entry point's `main` under absl (flags parsed by `parse_flags`), then exits.
 
@@ -212,14 +222,21 @@ def run(main) -> None:
     does nothing a finished command needs. Every output the tools write is
     complete by then (written, fsync'ed or closed, renamed), summary writers
     are closed by the code that opened them, and the standard streams are
-    flushed here. Exceptions other than SystemExit (bugs) take the normal
-    path, traceback included.
+    flushed here. A full disk, wherever it struck, is the user's to fix: one
+    line (`mnist_tf.disk`), exit status 2; the writers that can leave litter
+    clean up where they write (`disk.writing`). Other exceptions (bugs) take
+    the normal path, traceback included.
     """
     try:
         app.run(main, flags_parser=parse_flags)
         status = 0
     except SystemExit as e:
         status = e.code
+    except Exception as e:
+        if not disk.is_no_space(e):
+            raise
+        print(f"error: {disk.message(disk.path_in(e), _output_flags_fix())}", file=sys.stderr)
+        status = EXIT_USAGE
     if status is None:
         status = 0
     elif not isinstance(status, int):  # sys.exit("message"): printed, status 1.

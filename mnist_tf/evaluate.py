@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from absl import flags, logging
 
-from mnist_tf import cli, files
+from mnist_tf import cli, disk, files
 from mnist_tf.errors import UserError
 
 if TYPE_CHECKING:  # inference loads TensorFlow; only its type is needed here.
@@ -141,6 +141,9 @@ def evaluate_loaded(
     Raises:
         UserError: for an unknown split, a run without a validation split, an
             unwritable workdir (with `write_files`), or data problems (`DataError`).
+        NoSpaceError: if the disk fills while the files are written (each
+            file is written atomically: the old one stays, or the new one is
+            complete).
     """
     if split not in SPLITS:
         raise UserError(f"--split: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -187,7 +190,9 @@ def evaluate_loaded(
         "data_dir": used_data_dir,
     }
     if write_files:
-        _write_results(workdir, results, matrix)
+        with disk.writing(workdir, "free space on its device (evaluate writes its results "
+                          "into --workdir)"):
+            _write_results(workdir, results, matrix)
     return results
 
 
