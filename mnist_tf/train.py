@@ -10,7 +10,7 @@ _PROCESS_START = time.time()
 
 from absl import flags, logging  # noqa: E402
 
-from mnist_tf import cli, workdir  # noqa: E402  (cli sets TF's log level before TF loads)
+from mnist_tf import cli, memory, workdir  # noqa: E402  (cli sets TF's log level before TF loads)
 from mnist_tf.config import CONFIGS_SUBDIR, TrainConfig, shipped_configs, train_flags  # noqa: E402
 from mnist_tf.errors import UserError  # noqa: E402
 
@@ -64,6 +64,7 @@ def main(argv: list[str]) -> None:
                  "flagfile, use --flagfile=PATH")
     try:
         config = config_from_flags()
+        memory.check(config)  # Before TensorFlow loads; the trainer checks again.
         if not FLAGS.workdir:
             raise UserError("--workdir: must not be empty")
         print(f"Workdir: {workdir.prepare(FLAGS.workdir)}", flush=True)
