@@ -16,7 +16,7 @@ from mnist_tf.devices import DEVICE_CHOICES, DEVICE_PATTERN
 from mnist_tf.errors import UserError
 from mnist_tf.model.dtypes import PRECISIONS
 from mnist_tf.model.schedules import LR_SCHEDULES
-from mnist_tf.training.distribute import DISTRIBUTIONS
+from mnist_tf.training.distribute import DISTRIBUTIONS, MAX_CPU_REPLICAS
 
 # (The modules above import TensorFlow only inside their functions: the entry
 # points build this config, rejecting bad flags, before TensorFlow loads.)
@@ -359,7 +359,8 @@ class TrainConfig:
         on_resume=FREE, choices=DISTRIBUTIONS)
     cpu_replicas: int = setting(
         1, "With --distribution=mirrored and no GPU: split the CPU into this many logical "
-        "devices (replicas), e.g. to try mirrored training on a laptop.",
+        f"devices (replicas, at most {MAX_CPU_REPLICAS}), e.g. to try mirrored training on a "
+        "laptop.",
         on_resume=FREE, bound="positive")
     # What happens after a non-finite step; the steps before it are the same.
     nan_policy: str = setting(
@@ -421,6 +422,11 @@ class TrainConfig:
         if self.cpu_replicas > 1 and self.distribution != "mirrored":
             raise ConfigError("cpu_replicas", f"{self.cpu_replicas} needs "
                               "--distribution=mirrored (it splits the CPU into replicas)")
+        if self.cpu_replicas > MAX_CPU_REPLICAS:
+            raise ConfigError("cpu_replicas", f"{self.cpu_replicas} is more than "
+                              f"{MAX_CPU_REPLICAS}, the most that runs (with more, deleting the "
+                              "replicas' tf.data iterators stalls for minutes); use "
+                              f"--cpu_replicas={MAX_CPU_REPLICAS} or fewer")
 
     @classmethod
     def from_flag_values(cls, values: Mapping[str, object]) -> TrainConfig:

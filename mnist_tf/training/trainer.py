@@ -418,6 +418,8 @@ def _train_and_finish(run: Run, source, restored: str | None, stop_request) -> d
     step = run.state.step
     run.saved_step = step if restored else -1
     step = train_loop(run, step, stop_request)
+    if stop_request is not None:  # Nothing polls it now: a signal ends the process at once.
+        stop_request.release()
     if not run.evaluations:
         run.log(f"Already trained to step {step} of {run.total_steps}; evaluating only")
         run.evaluate(step)
