@@ -17,19 +17,23 @@ object's `serve` function takes the same argument positionally.
 checkpoint, step, hidden sizes); TensorFlow ignores that directory.
 
 The export is written into a temporary sibling of E and renamed into place,
-so E is either absent or complete, never half-written.
+so E is either absent or complete, never half-written. The sibling's name,
+`.NAME.partial-HOST-PID-HEX`, says which process writes it: one left by a
+killed export is removed by the next export to the same place.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import uuid
 from typing import TYPE_CHECKING
 
 from absl import flags, logging
 
-from mnist_tf import cli, files
+from mnist_tf import cli, disk, files
 from mnist_tf.constants import IMAGE_SIZE, normalize
 from mnist_tf.errors import UserError
 
@@ -83,10 +87,16 @@ def build_serving_module(model):
 
 
 def _check_export_dir(export_dir: str) -> str:
-    """Returns the absolute export dir after checking it can be created; writes nothing."""
+    """Returns the export dir's real path after checking it can be created; writes nothing.
+
+    Symbolic links are resolved, so the export is renamed onto the directory
+    a link names (rename(2) cannot replace the link itself with a directory):
+    a link to an empty directory, or a dangling one, is used like that
+    directory; a link to a non-empty one is refused like it.
+    """
     if not export_dir:
         raise UserError("--export_dir: must not be empty")
-    export_dir = os.path.abspath(export_dir)
+    export_dir = os.path.realpath(export_dir)
     if os.path.exists(export_dir):
         if not os.path.isdir(export_dir):
             raise UserError(f"--export_dir: {export_dir} is a file, not a directory")
@@ -152,8 +162,6 @@ def export_loaded(loaded: LoadedModel, workdir: str, export_dir: str) -> dict:
     # Checked again for export_model's sake: the directory may have filled
     # while the model loaded (the final rename refuses that case too).
     export_dir = _check_export_dir(export_dir)
-    import tensorflow as tf
-
     workdir = os.path.abspath(workdir)
     module = build_serving_module(loaded.model)
     metadata = {
@@ -175,15 +183,33 @@ def export_loaded(loaded: LoadedModel, workdir: str, export_dir: str) -> dict:
         os.makedirs(parent, exist_ok=True)
     except OSError as e:
         raise UserError(f"--export_dir: cannot create {parent}: {e.strerror}") from None
-    # A hidden sibling on the same filesystem, so the final rename is atomic.
-    partial = os.path.join(parent, f".{os.path.basename(export_dir)}.partial-{uuid.uuid4().hex}")
+    with disk.writing(export_dir, "free space or use another --export_dir"):
+        _write_into_place(module, metadata, loaded.model, export_dir)
+    return metadata
+
+
+def _write_into_place(module, metadata: dict, model, export_dir: str) -> None:
+    """Writes the SavedModel into a hidden sibling of `export_dir`, verifies it, renames it.
+
+    The sibling is on the same filesystem, so the rename is atomic; it is
+    removed whatever goes wrong, and a sibling left by a killed export to the
+    same place is removed first (`remove_stale_partials`).
+
+    Raises:
+        UserError: if `export_dir` was filled since it was checked.
+    """
+    import tensorflow as tf
+
+    remove_stale_partials(export_dir)
+    partial = os.path.join(os.path.dirname(export_dir), _partial_prefix(export_dir)
+                           + f"{os.getpid()}-{uuid.uuid4().hex}")
     os.mkdir(partial)
     try:
         tf.saved_model.save(module, partial, signatures={
             SIGNATURE_KEY: module.serve.get_concrete_function()})
         os.makedirs(os.path.join(partial, os.path.dirname(METADATA_FILE)))
         files.write_json_atomic(os.path.join(partial, METADATA_FILE), metadata)
-        _verify(partial, loaded.model)
+        _verify(partial, model)
         try:
             # rename(2) replaces an empty directory atomically and fails on a
             # non-empty one, so a directory filled since the check is kept.
@@ -194,7 +220,48 @@ def export_loaded(loaded: LoadedModel, workdir: str, export_dir: str) -> dict:
     finally:
         if os.path.exists(partial):
             shutil.rmtree(partial)
-    return metadata
+
+
+def _partial_prefix(export_dir: str) -> str:
+    """How this host's partial exports to `export_dir` are named: the prefix of `PID-HEX`."""
+    return f".{os.path.basename(export_dir)}.partial-{socket.gethostname()}-"
+
+
+def remove_stale_partials(export_dir: str) -> list[str]:
+    """Removes partial exports to `export_dir` whose writer, on this host, is no longer running.
+
+    An export killed outright (SIGKILL, out of memory, a power cut) cannot
+    remove its hidden sibling, so the next export to the same place does.
+    Only siblings named for `export_dir` and this host whose process is gone
+    are removed; an export still running (its process alive, or a process now
+    holding a reused pid), another host's on a shared filesystem, and every
+    other entry are left alone.
+
+    Returns:
+        The paths removed.
+    """
+    parent = os.path.dirname(export_dir)
+    pattern = re.compile(re.escape(_partial_prefix(export_dir)) + r"(\d+)-[0-9a-f]{32}$")
+    removed = []
+    for name in sorted(os.listdir(parent)):
+        match = pattern.match(name)
+        path = os.path.join(parent, name)
+        if (match and os.path.isdir(path) and not os.path.islink(path)
+                and not _is_running(int(match.group(1)))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _is_running(pid: int) -> bool:
+    """Whether a process `pid` exists on this host (signal 0 checks without sending)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Another user's process: it exists.
+        return True
+    return True
 
 
 def _verify(saved_dir: str, model) -> None:
