@@ -44,6 +44,17 @@ def mirror_pickle_bytes(sizes=(60, 20, 30), seed=0) -> bytes:
     return buffer.getvalue()
 
 
+def snapshot(root) -> dict:
+    """The bytes of every file under `root`, by path relative to it."""
+    found = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, root)] = f.read()
+    return found
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

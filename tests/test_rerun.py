@@ -4,7 +4,7 @@ import json
 import os
 
 import pytest
-from conftest import synthetic_digits
+from conftest import snapshot, synthetic_digits
 
 from mnist_tf import workdir as workdirs
 from mnist_tf.config import TrainConfig
@@ -28,17 +28,6 @@ def small_config(**overrides):
                   log_every_steps=2, histogram_every_steps=0, eval_batch_size=50,
                   jit_compile=False, steps_per_call=2)
     return TrainConfig(**{**fields, **overrides})
-
-
-def snapshot(root):
-    """The bytes of every file under `root`, by path relative to it."""
-    files = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                files[os.path.relpath(path, root)] = f.read()
-    return files
 
 
 def train(config, workdir, splits):

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import REPO, assert_usage_error, run_module
+from conftest import snapshot as contents
 
 from mnist_tf import api, inference
 from mnist_tf import workdir as workdirs
@@ -30,17 +31,6 @@ def train(workdir, data_dir, **overrides):
                                          data_dir=data_dir, allow_download=False,
                                          log=lines.append)
     return results, lines
-
-
-def contents(root):
-    """{relative path: bytes} of every file under `root`."""
-    found = {}
-    for directory, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(directory, name)
-            with open(path, "rb") as f:
-                found[os.path.relpath(path, root)] = f.read()
-    return found
 
 
 @pytest.fixture(scope="module")
