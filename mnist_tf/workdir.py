@@ -80,8 +80,9 @@ def claim(workdir: str) -> None:
 
     A directory is mnist_tf's when its config.json carries the mark
     (`FORMAT_KEY`) or it holds checkpoints (`checkpoint_paths`); then training
-    resumes or starts there. Otherwise it must be absent or empty, since
-    training would replace a config.json or results.json it finds.
+    resumes or starts there. Otherwise it must be absent or empty (but for a
+    lock file, or a config.json being written), since training would replace
+    a config.json or results.json it finds.
 
     Raises:
         UserError: naming the directory, what is in it and the fix.
@@ -90,7 +91,8 @@ def claim(workdir: str) -> None:
     if not os.path.isdir(path):
         return  # Absent (created by `prepare`), or a file (refused there).
     try:
-        entries = sorted(set(os.listdir(path)) - {LOCK_FILE})
+        entries = sorted(name for name in os.listdir(path)
+                         if name != LOCK_FILE and not _partial_config(name))
     except OSError as e:
         raise UserError(f"--workdir: cannot read {path}: {e.strerror}") from None
     if not entries or checkpoint_paths(path) or _marked(path):
@@ -99,6 +101,11 @@ def claim(workdir: str) -> None:
     raise UserError(f"--workdir: {path} holds files mnist_tf did not write ({shown}) and no "
                     f"mnist_tf run; training would overwrite its {CONFIG_FILE} and "
                     f"{RESULTS_FILE}, so nothing was touched: use a new or empty --workdir")
+
+
+def _partial_config(name: str) -> bool:
+    """Whether `name` is a config.json being written (`files.atomic_path`), or left by a kill."""
+    return name.startswith(f".{CONFIG_FILE}.")
 
 
 def _marked(workdir: str) -> bool:

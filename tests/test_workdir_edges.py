@@ -67,8 +67,13 @@ def test_the_library_refuses_it_too(tmp_path, small_data_dir):
     assert os.listdir(tmp_path) == ["notes.txt"]
 
 
-def test_an_empty_directory_or_one_with_only_a_lock_file_is_claimed(tmp_path, small_data_dir):
-    (tmp_path / "train.lock").write_text("")  # Left by a run killed before its first write.
+def test_a_directory_with_only_a_lock_file_and_a_half_written_config_is_claimed(
+        tmp_path, small_data_dir):
+    # Left by a run killed before (or while) writing its config.json; a second
+    # worker of a cluster sees the chief's half-written one too.
+    (tmp_path / "train.lock").write_text("")
+    (tmp_path / ".config.json.k3x9q1").write_text('{"form')
+    train(tmp_path, small_data_dir, train_steps=2)
     train(tmp_path, small_data_dir, train_steps=2)
     assert json.loads((tmp_path / "config.json").read_text())["format"] == workdirs.FORMAT
 

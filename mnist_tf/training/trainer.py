@@ -309,7 +309,6 @@ def train_and_evaluate(
     """
     process_start = time.time() if process_start is None else process_start
     memory.check(config)  # Before any work: a run too large for the machine is refused.
-    workdir = workdirs.prepare(workdir)
     device = devices.resolve(config.device)  # Before any work: a missing GPU is an error.
     devices.set_tensor_float_32(config.enable_tensor_float_32)
     if strategy is None and config.distribution != "none":
@@ -319,6 +318,9 @@ def train_and_evaluate(
         raise ConfigError("batch_size", f"{config.batch_size} (the global batch) does not split "
                           f"evenly over {replicas} replicas")
     chief = distribute.is_chief(strategy)
+    # Only the chief claims (and creates) the shared workdir: the others only read
+    # it, and would see the chief's files half-written.
+    workdir = workdirs.prepare(workdir) if chief else os.path.abspath(workdir)
     # Workers other than the chief write their checkpoints, summaries and
     # results to a scratch directory that is deleted at the end: only the
     # chief's outputs are the run's (tf.distribute's multi-worker recipe).
