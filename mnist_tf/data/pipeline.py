@@ -4,12 +4,12 @@ Splits: `train` and `validation` are carved from TFDS's train split (the last
 `validation_size` examples are validation; the test split is never touched
 for model selection), `test` is TFDS's test split.
 
-TFDS stores MNIST as PNGs; decoding all 70,000 takes ~4 s on 2 cores, every
-run. The decoded uint8 arrays are therefore saved once with `tf.data`'s own
+TFDS stores MNIST as PNGs, and decoding all 70,000 costs seconds every run,
+so the decoded uint8 arrays are saved once with `tf.data`'s own
 `Dataset.save` beside the prepared data (`DECODED_CACHE_DIR`; see "The decoded
-cache" below), and every split is held in memory as
-uint8 tensors (55 MB; the traced steps normalise each batch). Batches are
-gathered from those tensors by index.
+cache" below). Every split is held in memory as uint8 tensors (55 MB; the
+traced steps normalise each batch), and batches are gathered from those
+tensors by index.
 
 Batches have static shapes so each traced step is traced once:
 
@@ -26,12 +26,8 @@ where the checkpoint left it, and what makes the tf.data path and the
 The decoded cache: `DECODED_CACHE_DIR/mnist-<version>-<fingerprint>/` holds a
 `Dataset.save` (uncompressed) of each split as ONE element, the whole uint8
 arrays, read back with `Dataset.load(..., element_spec=...)` and
-`get_single_element()`. Measured on 2 shared cores with the real 70,000
-(2026-11-26): decoding the PNGs 4.2-4.6 s (up to 9 s under load); the first
-save 0.4-0.9 s; a warm load 0.22-0.33 s, where `np.load` of the old
-hand-written .npz took 0.05-0.15 s. Saved as 70,000 per-example elements
-instead, the save took 3.6 s and the load 1.2-1.4 s. Three hand-written
-pieces remain:
+`get_single_element()` (one element loads far faster than 70,000 small ones).
+Three hand-written pieces remain:
 
 * the fingerprint of TFDS's files (names, sizes, mtimes; 0.2 ms) in the
   directory name: `Dataset.load` knows nothing of where the data came from, so
@@ -43,10 +39,9 @@ pieces remain:
   of its metadata; a shard cut to its header or to nothing, or a missing run
   directory, reads as zero elements), so only a complete save gets the name;
 * a sha256 of the splits' `snapshot.metadata` files, checked before loading:
-  a damaged metadata file can crash the process (SIGSEGV in TF 2.21: 5 of 336
-  single-bit flips of it, e.g. the format version read as 0 or 1), where the
-  shards are checksummed by TF itself (every one of 792 bit flips in a shard
-  raised `DataLossError`).
+  a damaged metadata file can crash the process (a format version read as 0
+  or 1 segfaults TensorFlow), while the shards are checksummed by TensorFlow
+  itself (`DataLossError`).
 
 Anything else wrong with a cache (missing, stale, damaged, a shard truncated or
 deleted) reads as a miss: the PNGs are decoded and the cache saved again; a
@@ -290,11 +285,9 @@ def gathered(indices: tf.data.Dataset, gather) -> tf.data.Dataset:
 
     The autotuner runs a thread per iterator that sleeps up to a minute between
     rounds, and deleting an iterator that has not reached its end waits for
-    that sleep to end (TensorFlow 2.21: the destructor joins the thread;
-    cancelling does not wake it). A run stopped mid-epoch, through the Python
-    API or in the tests, stalled up to 60 s on it (py-spy: the main thread in
-    `~LogicalThreadWrapper`, the thread in `Model::OptimizeLoop`). Gathers from
-    tensors in memory need no tuning: a fixed width does as well.
+    that sleep to end (the destructor joins the thread; cancelling does not
+    wake it), so a run stopped mid-epoch would stall for up to a minute.
+    Gathers from tensors in memory need no tuning: a fixed width does as well.
     """
     options = tf.data.Options()
     options.autotune.enabled = False
