@@ -292,3 +292,36 @@ def test_bad_profile_steps_flag_is_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "error: --profile_steps: needs 0 <= START < END, got 10,5 (e.g. 100,110)"]
     assert not (tmp_path / "w").exists()
+
+
+def _session_records(workdir):
+    """The HParams session_start_info records in `workdir`'s session event files, in order."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    records = []
+    for path in sorted(Path(workdir).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name != metadata.PLUGIN_NAME:
+                    continue
+                data = plugin_data_pb2.HParamsPluginData.FromString(
+                    value.metadata.plugin_data.content)
+                if data.HasField("session_start_info"):
+                    records.append(data.session_start_info)
+    return records
+
+
+def test_hparams_show_the_latest_start_and_integers_as_written(tmp_path):
+    from mnist_tf.training.summaries import SummaryWriters, hparam_columns
+
+    ids = {name: column.name for name, column in hparam_columns().items()}
+    for epochs in (1, 10):  # The first start, then a resume to more epochs.
+        writers = SummaryWriters(str(tmp_path))
+        writers.hparams(TrainConfig(**{**SMALL, "epochs": epochs}))
+        writers.close()
+    # TensorBoard keeps the first record it reads: only this start's is left.
+    [record] = _session_records(tmp_path)
+    assert record.hparams[ids["epochs"]].string_value == "10"  # Not 10.000.
+    assert record.hparams[ids["learning_rate"]].number_value == pytest.approx(1e-3)
+    assert hparam_columns()["epochs"].domain is None

@@ -16,6 +16,8 @@ Everything here runs eagerly, outside the traced (possibly XLA-compiled) steps.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import math
 import os
 from collections.abc import Callable
@@ -101,9 +103,16 @@ def _domain(declared: configs.Setting, value) -> hp.Domain | None:
         return hp.Discrete(list(declared.choices))
     if isinstance(value, bool):
         return hp.Discrete([False, True])
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
+        return None  # Written as text (`_shown`).
+    if isinstance(value, float):
         return hp.RealInterval(-math.inf, math.inf)
     return None
+
+
+def _shown(value):
+    """An HParams value as TensorBoard should show it: integers as text (`10`)."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class SummaryWriters:
@@ -116,6 +125,9 @@ class SummaryWriters:
     def __init__(self, workdir: str, runs=RUNS):
         self._logdirs = {run: os.path.join(workdir, SUMMARY_SUBDIR, run) for run in runs}
         self._logdirs[SESSION] = os.path.normpath(os.path.join(workdir, SUMMARY_SUBDIR))
+        # The session's event files of earlier starts, replaced by `hparams`.
+        session = self._logdirs[SESSION]
+        self._earlier_sessions = sorted(glob.glob(os.path.join(session, "events.out.tfevents.*")))
         self._writers = {run: tf.summary.create_file_writer(d) for run, d in self._logdirs.items()}
 
     def logdir(self, run: str) -> str:
@@ -158,14 +170,24 @@ class SummaryWriters:
         is the empty string, which gives each run its own row even when two
         share every hyperparameter (TensorBoard's default, a hash of the
         values, would merge them into one averaged row).
+
+        TensorBoard keeps the first session record it reads, so the session's
+        event files of earlier starts are deleted first: after a resume (to
+        more epochs, say) the row shows this start's configuration. Integer
+        values are written as text, which TensorBoard shows as they are (a
+        number it shows to five digits: `10.000`).
         """
+        for path in self._earlier_sessions:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        self._earlier_sessions = []
         columns = hparam_columns()
         metrics = [hp.Metric(tag, group=run, display_name=f"{run} {tag}",
                              dataset_type=hp.Metric.VALIDATION if run == "validation" else None)
                    for run, tag in HPARAMS_METRICS]
         with self._writers[SESSION].as_default(step=0):
             hp.hparams_config(hparams=list(columns.values()), metrics=metrics)
-            hp.hparams({columns[name]: value for name, value in config.hparams().items()},
+            hp.hparams({columns[name]: _shown(value) for name, value in config.hparams().items()},
                        trial_id="")
 
     def text(self, run: str, step: int, name: str, markdown: str) -> None:
