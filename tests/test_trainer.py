@@ -50,6 +50,18 @@ def test_trains_evaluates_and_writes_everything(tmp_path, small_data_dir):
     assert json.loads((tmp_path / "config.json").read_text()) == {
         "format": "mnist_tf.TrainConfig/1", **config.to_dict()}
 
+    # A history as Keras' model.fit returns: one entry per epoch's evaluation.
+    history = results["history"]
+    assert "history" not in on_disk  # This process's evaluations only: returned, not recorded.
+    assert history["epoch"] == [1.0, 2.0, 3.0, 4.0]
+    assert history["step"] == [15, 30, 45, 60]
+    assert set(history) == {"epoch", "step", "train_loss", "train_accuracy", "validation_loss",
+                            "validation_accuracy", "test_loss", "test_accuracy"}
+    assert all(len(values) == 4 for values in history.values())
+    assert history["test_accuracy"][-1] == results["test_accuracy"]
+    assert history["validation_loss"][-1] == results["validation_loss"]
+    assert history["train_loss"][0] > history["train_loss"][-1]
+
     assert any(line.startswith("step 5/") and "examples/s" in line and "ETA" in line
                for line in lines)
     assert lines[-1].startswith("Done:")
@@ -80,6 +92,7 @@ def test_finished_run_only_evaluates_again(tmp_path, small_data_dir):
     first, _ = run(config, tmp_path, small_data_dir)
     again, lines = run(config, tmp_path, small_data_dir)
     assert any("Already trained to step 12" in line for line in lines)
+    assert first["history"]["step"] == [12] and again["history"] == {}
     assert again["params_sha256"] == first["params_sha256"]
     assert again["test_accuracy"] == first["test_accuracy"]
 

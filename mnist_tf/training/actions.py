@@ -103,6 +103,7 @@ class ReportProgress(PeriodicAction):
             "loss": metrics["loss"], "accuracy": metrics["accuracy"],
             "learning_rate": run.learning_rate(), "examples_per_second": rate,
             **run.loss_scale_scalars()})
+        run.train_loss, run.train_accuracy = metrics["loss"], metrics["accuracy"]
         run.train_metrics.reset()
         self._seconds, self._start_step = 0.0, step
 

@@ -72,6 +72,12 @@ class Run:
         saved_step: the step of the newest checkpoint this process wrote
             or restored (-1: none).
         target_reached: set by `StopAtAccuracy`.
+        train_loss, train_accuracy: the latest progress interval's train
+            metrics (set by `ReportProgress`); None before the first.
+        history: one entry per evaluation of this process, as Keras'
+            `History.history`: lists keyed `epoch`, `step`, `train_loss`,
+            `train_accuracy` and `<split>_loss`, `<split>_accuracy` per
+            evaluated split.
     """
 
     def __init__(self, config, state, strategy, splits, writers, manager, log, process_start,
@@ -96,6 +102,8 @@ class Run:
         self.evaluations, self.evaluated_step = {}, -1
         self.saved_step, self.target_reached = -1, None
         self.steady_rate = None  # Set by `train_loop` (ReportProgress).
+        self.train_loss = self.train_accuracy = None
+        self.history: dict[str, list] = {}
 
     def learning_rate(self) -> float:
         """The rate of the last update applied (the schedule follows Adam's step)."""
@@ -141,7 +149,18 @@ class Run:
                 writers.images(split, step, evaluation_images(evaluation))
         if writers is not None:
             writers.flush()
+            self._record_history(step, results)
         self.evaluations, self.evaluated_step = results, step
+
+    def _record_history(self, step: int, results: dict[str, dict]) -> None:
+        """Appends one evaluation (and the latest train metrics) to `history`."""
+        entry = {"epoch": step / self.steps_per_epoch, "step": step,
+                 "train_loss": self.train_loss, "train_accuracy": self.train_accuracy}
+        for split, metrics in results.items():
+            entry.update({f"{split}_loss": metrics["loss"],
+                          f"{split}_accuracy": metrics["accuracy"]})
+        for key, value in entry.items():
+            self.history.setdefault(key, []).append(value)
 
 
 def _make_runner(config, state, schedule, metrics, splits, strategy, device=None, log=None):
@@ -300,7 +319,11 @@ def train_and_evaluate(
             SIGINT, a checkpoint is saved and `preemption.Stopped` raised.
 
     Returns:
-        The results, also written to `workdir/results.json` (by the chief).
+        The results, also written to `workdir/results.json` (by the chief),
+        except `history`: the per-evaluation metrics of this process's
+        training (`Run.history`), returned only, since a resumed run's earlier
+        evaluations are not in its checkpoint ({} for the re-run of a
+        complete run, which trains nothing).
 
     Raises:
         UserError: for problems with the configuration, data or workdir.
@@ -347,7 +370,7 @@ def train_and_evaluate(
             recorded = _recorded_results(run, workdir, restored)
             _log_setup(run, device, restored, complete=recorded is not None)
             if recorded is not None:  # Nothing left to train: the run's record stays as is.
-                return _reevaluate(run, recorded, workdir, restored, chief)
+                return {**_reevaluate(run, recorded, workdir, restored, chief), "history": {}}
             # (Created only now: a writer creates its event file at once.)
             run.writers = writers = SummaryWriters(write_dir)
             workdirs.write_config(write_dir, config)
@@ -459,6 +482,7 @@ def _results(run: Run, step: int, source) -> dict:
         # Updates skipped for non-finite gradients (float16 or skip_step).
         "skipped_steps": int(state.loss_scale.skipped_steps.numpy()),
         "flags": run.config.to_dict(),
+        "history": run.history,
     }
 
 
@@ -472,7 +496,9 @@ def _metrics_text(results: dict) -> str:
 
 def _report(run: Run, results: dict, write_dir: str, workdir: str) -> dict:
     """Writes results.json and logs the closing lines; returns `results`."""
-    workdirs.write_results(write_dir, results)
+    # The history covers this process's evaluations only (a resumed run's
+    # earlier ones are in its summaries): it is returned, not recorded.
+    workdirs.write_results(write_dir, {k: v for k, v in results.items() if k != "history"})
     run.log(f"Parameters: sha256 {results['params_sha256']}")
     rate = results["train_examples_per_second"]
     run.log(f"Done: {_metrics_text(results)}; "
