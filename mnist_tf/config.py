@@ -12,14 +12,18 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-from mnist_tf.devices import DEVICE_CHOICES, DEVICE_PATTERN
+from mnist_tf.choices import (
+    DEVICE_CHOICES,
+    DEVICE_PATTERN,
+    DISTRIBUTIONS,
+    LR_SCHEDULES,
+    MAX_CPU_REPLICAS,
+    PRECISIONS,
+)
 from mnist_tf.errors import UserError
-from mnist_tf.model.dtypes import PRECISIONS
-from mnist_tf.model.schedules import LR_SCHEDULES
-from mnist_tf.training.distribute import DISTRIBUTIONS, MAX_CPU_REPLICAS
 
-# (The modules above import TensorFlow only inside their functions: the entry
-# points build this config, rejecting bad flags, before TensorFlow loads.)
+# (Nothing above imports TensorFlow: the entry points build this config,
+# rejecting bad flags, before TensorFlow loads.)
 NAN_POLICIES = ("stop", "skip_step")
 
 # What resuming a workdir may do with a setting (`Setting.on_resume`; checked by

@@ -6,14 +6,8 @@ that TensorFlow cannot see is an error, never a silent CPU run.
 
 from __future__ import annotations
 
-import re
-
+from mnist_tf.choices import DEVICE_CHOICES, DEVICE_PATTERN
 from mnist_tf.errors import UserError
-
-# TensorFlow is imported inside the functions: mnist_tf.config checks --device
-# against these before TensorFlow loads.
-DEVICE_CHOICES = ("auto", "cpu", "gpu", "gpu:N")
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|gpu|gpu:\d+)$")
 
 
 def resolve(text: str) -> str:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 
+from mnist_tf.choices import COMPUTE_DTYPES
 from mnist_tf.constants import NUM_CLASSES, NUM_PIXELS
 from mnist_tf.errors import UserError
-from mnist_tf.model.dtypes import COMPUTE_DTYPES
 
 _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # float32 copies of every parameter: the weights, Adam's two slots, the gradients.

@@ -104,16 +104,16 @@ def test_every_field_declares_its_setting():
             assert field.default in declared.choices, field.name
 
 
-def test_choice_lists_come_from_the_code_that_uses_them():
-    from mnist_tf import devices
-    from mnist_tf.model import dtypes, schedules
+def test_choice_lists_are_the_ones_the_code_that_uses_them_imports():
+    from mnist_tf import choices, devices
+    from mnist_tf.model import precision, schedules
     from mnist_tf.training import distribute
 
     declared = settings()
-    assert declared["lr_schedule"].choices == schedules.LR_SCHEDULES
-    assert declared["precision"].choices == dtypes.PRECISIONS
-    assert declared["distribution"].choices == distribute.DISTRIBUTIONS
-    assert declared["device"].pattern is devices.DEVICE_PATTERN
+    assert declared["lr_schedule"].choices == schedules.LR_SCHEDULES == choices.LR_SCHEDULES
+    assert declared["precision"].choices == precision.PRECISIONS == choices.PRECISIONS
+    assert declared["distribution"].choices == distribute.DISTRIBUTIONS == choices.DISTRIBUTIONS
+    assert declared["device"].pattern is devices.DEVICE_PATTERN is choices.DEVICE_PATTERN
 
 
 def test_hparams_are_the_settings_declared_so_in_field_order():
@@ -195,8 +195,8 @@ def test_the_train_flags_are_the_declared_settings():
 
 
 def readme_flag_rows():
-    """{flag name: default cell} of the flag tables in README.md's Training section."""
-    readme = (REPO / "README.md").read_text()
+    """{flag name: default cell} of the flag tables in docs/training.md's Training section."""
+    readme = (REPO / "docs" / "training.md").read_text()
     section = readme[readme.index("\n## Training\n"):readme.index("\n### Configs\n")]
     rows = {}
     for line in section.splitlines():

@@ -20,7 +20,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from mnist_tf.model.dtypes import COMPUTE_DTYPES, PRECISIONS
+from mnist_tf.choices import COMPUTE_DTYPES, PRECISIONS
 
 
 @dataclasses.dataclass(frozen=True)

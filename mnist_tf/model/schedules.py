@@ -6,12 +6,11 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING
 
+from mnist_tf.choices import LR_SCHEDULES
+
 if TYPE_CHECKING:
     import tensorflow as tf
 
-# The --lr_schedule values. TensorFlow is imported inside the functions, so that
-# mnist_tf.config can check the flag against this before TensorFlow loads.
-LR_SCHEDULES = ("constant", "cosine")
 
 
 def _warmup(step: tf.Tensor, peak: tf.Tensor, warmup_steps: int, after: tf.Tensor) -> tf.Tensor:

@@ -19,22 +19,12 @@ import json
 import os
 from typing import TYPE_CHECKING
 
+from mnist_tf.choices import DISTRIBUTIONS, MAX_CPU_REPLICAS  # noqa: F401 (re-exported)
 from mnist_tf.errors import UserError
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-# The --distribution values. TensorFlow is imported inside `make_strategy`, so
-# that mnist_tf.config can check the flag against this before TensorFlow loads.
-DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
-# The most --cpu_replicas (checked by mnist_tf.config). Each logical CPU gets its
-# own tf.data iterator, with an autotuner thread that --distribution's dataset
-# cannot switch off; with many of them, deleting the iterators (at each epoch's
-# end, and when the run ends) stalls for minutes: measured on 2 cores, 8
-# replicas delete in 0.1 s after a minute of training, 16 take over 2 minutes
-# after 20 s, 64 never finished. Logical CPUs only emulate devices, so more
-# would not train faster anyway.
-MAX_CPU_REPLICAS = 8
 
 
 def make_strategy(distribution: str, cpu_replicas: int = 1) -> tf.distribute.Strategy | None:

@@ -1,0 +1,28 @@
+"""The allowed values of the settings whose code needs TensorFlow, without TensorFlow.
+
+`mnist_tf.config` checks flags against these before TensorFlow loads; the
+modules that act on a value (`training.distribute`, `model.schedules`,
+`model.precision`, `devices`) import them from here, so imports point down.
+"""
+
+import re
+
+# --distribution: the tf.distribute strategy of the training loop.
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+# The most --cpu_replicas. Each logical CPU gets its own tf.data iterator, with
+# an autotuner thread that --distribution's dataset cannot switch off; with many
+# of them, deleting the iterators (at each epoch's end and at the run's end)
+# stalls for minutes. Logical CPUs only emulate devices, so more would not
+# train faster anyway.
+MAX_CPU_REPLICAS = 8
+
+# --lr_schedule.
+LR_SCHEDULES = ("constant", "cosine")
+
+# --precision, and the compute dtype each names.
+COMPUTE_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
+PRECISIONS = tuple(COMPUTE_DTYPES)
+
+# --device.
+DEVICE_CHOICES = ("auto", "cpu", "gpu", "gpu:N")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|gpu|gpu:\d+)$")
