@@ -276,11 +276,11 @@ def test_export_writes_the_export_tools_saved_model(trained, classifier, test_sp
 
 
 # ----------------------------------------------------------------------------
-# The README's "From Python" snippet, run as written apart from size and data.
+# The "From Python" snippet of docs/python.md, run as written apart from size and data.
 
 
 def readme_snippet() -> str:
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "python.md").read_text()
     section = text.split("\n## From Python\n", 1)[1].split("\n## ", 1)[0]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 

@@ -54,7 +54,7 @@ def test_a_run_that_fails_says_which_command_and_why(tmp_path):
 def test_the_readme_results_table_has_every_shipped_config():
     from mnist_tf import config
 
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "training.md").read_text()
     start = readme.index("\n### Results of every config\n")
     body = readme[start:readme.index("\n#", start + 1)]
     rows = re.findall(r"^\| `(\w+)\.cfg` \|(.*)\|$", body, flags=re.M)

@@ -1,9 +1,11 @@
-"""README.md matches the code: code map, commands, configs, results.json keys, contents.
+"""The documentation matches the code: README.md, every docs/ page, benchmarks/README.md.
 
-Each check is a function from the README's text to the problems it finds, so the
-tests can show it on the real README (no problems) and on a doctored one (the
-problem is found). The flag table is checked in tests/test_config.py, the
-"From Python" snippet in tests/test_api.py.
+Checked: the code map, commands, flags, configs, results.json keys, the contents
+list, links between pages and to anchors, example errors, and the README's size.
+Each check is a function from a page's text to the problems it finds, so the
+tests can show it on the real page (no problems) and on a doctored one (the
+problem is found). The flag table (docs/training.md) is checked in
+tests/test_config.py, the "From Python" snippet (docs/python.md) in tests/test_api.py.
 """
 
 import ast
@@ -13,6 +15,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "mnist_tf"
 README = (REPO / "README.md").read_text()
+DOCS = REPO / "docs"
+PAGES = {path: path.read_text() for path in
+         [REPO / "README.md", *sorted(DOCS.glob("*.md")), REPO / "benchmarks" / "README.md"]}
+ALL = "\n".join(PAGES.values())  # Every page, for checks of what is named anywhere.
+TRAINING = (DOCS / "training.md").read_text()
+TOOLS = (DOCS / "tools.md").read_text()
 
 
 def without_code_blocks(text: str) -> str:
@@ -91,10 +99,10 @@ def command_problems(text: str) -> list[str]:
 
 
 def test_every_python_m_command_is_a_module_with_a_main():
-    commands = set(re.findall(r"python -m (mnist_tf(?:\.\w+)+)", README))
+    commands = set(re.findall(r"python -m (mnist_tf(?:\.\w+)+)", ALL))
     assert {"mnist_tf.train", "mnist_tf.evaluate", "mnist_tf.predict", "mnist_tf.export",
             "mnist_tf.plot"} <= commands
-    assert command_problems(README) == []
+    assert command_problems(ALL) == []
 
 
 def test_command_check_finds_a_module_without_main():
@@ -120,15 +128,15 @@ def config_problems(text: str) -> list[str]:
 
 def test_configs_mentioned_are_the_configs_that_exist():
     assert len(list((REPO / "configs").glob("*.cfg"))) >= 3
-    assert config_problems(README) == []
+    assert config_problems(ALL) == []
     configs_table = first_column(next(  # The first table after the heading.
-        block for block in README.split("\n### Configs\n", 1)[1].split("\n\n")
+        block for block in TRAINING.split("\n### Configs\n", 1)[1].split("\n\n")
         if block.startswith("| ")))
     assert set(configs_table) == {path.name for path in (REPO / "configs").glob("*.cfg")}
 
 
 def test_config_check_finds_a_missing_and_an_unmentioned_config():
-    doctored = README.replace("seed_004.cfg", "seed_005.cfg")
+    doctored = ALL.replace("seed_004.cfg", "seed_005.cfg")
     assert config_problems(doctored) == ["mentioned but not in configs/: seed_005.cfg",
                                          "configs/seed_004.cfg is not mentioned"]
 
@@ -151,7 +159,7 @@ def results_table_problems(text: str) -> list[str]:
     body = section(text, "What a run writes").split("\n### results.json\n", 1)[1]
     listed = first_column(body)
     problems = [f"listed twice: {key}" for key in sorted(set(listed)) if listed.count(key) > 1]
-    problems += [f"not in the README's table: {key}"
+    problems += [f"not in the docs' table: {key}"
                  for key in results_keys() if key not in listed]
     problems += [f"not in results.json: {key}" for key in listed if key not in results_keys()]
     return problems
@@ -159,18 +167,18 @@ def results_table_problems(text: str) -> list[str]:
 
 def test_results_table_matches_the_results_dict():
     assert "test_accuracy" in results_keys() and "flags" in results_keys()
-    assert results_table_problems(README) == []
+    assert results_table_problems(TRAINING) == []
 
 
 def test_results_table_check_finds_a_missing_and_an_unknown_key():
-    doctored = README.replace("| `num_parameters` |", "| `num_params` |")
-    assert results_table_problems(doctored) == ["not in the README's table: num_parameters",
+    doctored = TRAINING.replace("| `num_parameters` |", "| `num_params` |")
+    assert results_table_problems(doctored) == ["not in the docs' table: num_parameters",
                                                  "not in results.json: num_params"]
 
 
 # ----------------------------------------------------------------------------
-# (e) The contents list links every `##` section, in order, by its anchor.
-# (f) Every in-page link points at a heading.
+# (e) The README's documentation list links every docs/ page, and each page's title.
+# (f) Every relative link, on every page, reaches a file, and its #anchor a heading.
 
 
 def headings(text: str, level: str = "##") -> list[str]:
@@ -178,49 +186,74 @@ def headings(text: str, level: str = "##") -> list[str]:
 
 
 def contents_problems(text: str) -> list[str]:
-    contents = text.split("\n**Contents**\n", 1)[1].split("\n## ", 1)[0]
-    entries = re.findall(r"^- \[(.+)\]\(#([^)]+)\)$", contents, flags=re.M)
-    problems = [f"link to {title!r} is #{anchor}, not #{slug(title)}"
-                for title, anchor in entries if anchor != slug(title)]
-    titles, sections = [title for title, _ in entries], headings(text)
-    problems += [f"section not in the contents: {h}" for h in sections if h not in titles]
-    problems += [f"not a section: {t}" for t in titles if t not in sections]
-    if not problems and titles != sections:
-        problems.append("the contents list is not in the sections' order")
+    contents = text.split("\n## Documentation\n", 1)[1].split("\n## ", 1)[0]
+    entries = re.findall(r"^- \[(.+?)\]\((docs/[\w-]+\.md)\)", contents, flags=re.M)
+    pages = sorted(path.relative_to(REPO).as_posix() for path in DOCS.glob("*.md"))
+    listed = [page for _, page in entries]
+    problems = [f"page not in the contents: {page}" for page in pages if page not in listed]
+    problems += [f"no such page: {page}" for page in listed if page not in pages]
+    for title, page in entries:
+        if page in pages and headings((REPO / page).read_text(), "#") != [title]:
+            problems.append(f"{page}: its title is not {title!r}")
     return problems
 
 
-def anchor_problems(text: str) -> list[str]:
-    anchors = {slug(h) for h in headings(text, "#{1,6}")}
-    links = re.findall(r"\]\(#([^)]+)\)", without_code_blocks(text))
-    return [f"no heading for #{link}" for link in sorted(set(links)) if link not in anchors]
+def link_problems(path: Path, text: str) -> list[str]:
+    """Relative links of one page whose file or #anchor does not exist."""
+    problems = []
+    for link in sorted(set(re.findall(r"\]\(([^)\s]+)\)", without_code_blocks(text)))):
+        if re.match(r"\w+:", link):  # http:, https:, mailto: are not checked.
+            continue
+        target, _, anchor = link.partition("#")
+        file = (path.parent / target).resolve() if target else path
+        if not file.exists():
+            problems.append(f"{path.name}: no file for {link}")
+        elif anchor and file.suffix == ".md" and anchor not in {
+                slug(h) for h in headings(file.read_text(), "#{1,6}")}:
+            problems.append(f"{path.name}: no heading for {link}")
+    return problems
 
 
-def test_contents_list_links_every_section_in_order():
-    assert len(headings(README)) > 10
+def test_the_readme_lists_every_docs_page():
+    assert len(list(DOCS.glob("*.md"))) >= 9
     assert contents_problems(README) == []
 
 
-def test_contents_check_finds_a_missing_section_and_a_wrong_order():
-    doctored = README.replace("- [Plot](#plot)\n", "")
-    assert contents_problems(doctored) == ["section not in the contents: Plot"]
-    swapped = README.replace("- [Evaluate](#evaluate)\n- [Predict](#predict)\n",
-                             "- [Predict](#predict)\n- [Evaluate](#evaluate)\n")
-    assert contents_problems(swapped) == ["the contents list is not in the sections' order"]
+def test_contents_check_finds_a_missing_page_and_a_wrong_title():
+    doctored = README.replace("- [Speed](docs/speed.md)", "- [Sped](docs/speed.md)")
+    assert contents_problems(doctored) == ["docs/speed.md: its title is not 'Sped'"]
+    doctored = README.replace("- [Data](docs/data.md)", "- [Data](docs/dat.md)")
+    assert contents_problems(doctored) == ["page not in the contents: docs/data.md",
+                                           "no such page: docs/dat.md"]
 
 
-def test_every_in_page_link_has_a_heading():
+def test_every_link_on_every_page_resolves():
     assert slug("Devices, precision and distribution") == "devices-precision-and-distribution"
-    assert anchor_problems(README) == []
-    assert anchor_problems(README + "\nSee [nowhere](#nowhere).\n") == ["no heading for #nowhere"]
+    problems = []
+    for path, text in PAGES.items():
+        problems += link_problems(path, text)
+    assert problems == []
+    readme = REPO / "README.md"
+    assert link_problems(readme, "See [nowhere](#nowhere), [x](docs/x.md), "
+                         "[d](docs/data.md#nope), [ok](docs/data.md#data).") == [
+        "README.md: no heading for #nowhere", "README.md: no heading for docs/data.md#nope",
+        "README.md: no file for docs/x.md"]
+
+
+def test_the_readme_is_short():
+    assert len(README.encode()) <= 15_000
 
 
 # ----------------------------------------------------------------------------
 # (g) The Training section's flag tables list exactly the flags of
-#     `python -m mnist_tf.train`; each tool's section names every flag it has.
+#     `python -m mnist_tf.train`; each tool's section names every flag it has;
+#     every `--flag` a page gives a command is a flag of that command.
 
 TOOL_SECTIONS = {"train": "Training", "evaluate": "Evaluate", "predict": "Predict",
                  "export": "Export", "plot": "Plot"}
+TOOL_PAGES = {"train": TRAINING, "evaluate": TOOLS, "predict": TOOLS, "export": TOOLS,
+              "plot": TOOLS}
+ABSL_FLAGS = {"flagfile", "help", "helpshort", "helpfull", "helpxml", "undefok"}
 
 
 def flag_names(names: list[str], defined: set[str]) -> set[str]:
@@ -247,31 +280,52 @@ def flag_doc_problems(text: str, entry_point: str, defined: set[str]) -> list[st
             "section" for name in sorted(defined - mentioned)]
 
 
-def test_the_readme_documents_every_flag_of_every_entry_point():
+def command_flag_problems(text: str, defined: dict[str, set[str]]) -> list[str]:
+    """`--flag`s given to `python -m mnist_tf.X` on one line that X does not define."""
+    problems = []
+    for entry_point, rest in re.findall(r"python -m mnist_tf\.(\w+)([^`\n]*)", text):
+        if entry_point not in defined:
+            continue
+        for name in flag_names(re.findall(r"(?<![\w-])--\w+", rest), defined[entry_point]):
+            if name not in defined[entry_point] | ABSL_FLAGS:
+                problems.append(f"{entry_point}: --{name} is no flag")
+    return sorted(set(problems))
+
+
+def test_the_docs_document_every_flag_of_every_entry_point():
     from test_cli import defined_flags
 
     problems = []
     for entry_point, defined in defined_flags().items():
-        problems += flag_doc_problems(README, entry_point, defined)
+        problems += flag_doc_problems(TOOL_PAGES[entry_point], entry_point, defined)
     assert problems == []
+
+
+def test_every_flag_in_a_command_is_a_flag_of_that_command():
+    from test_cli import defined_flags
+
+    defined = defined_flags()
+    assert command_flag_problems(ALL, defined) == []
+    assert command_flag_problems("python -m mnist_tf.plot --workdir=a --epochz=3 --helpshort",
+                                 defined) == ["plot: --epochz is no flag"]
 
 
 def test_the_flag_check_finds_a_missing_and_an_unknown_flag():
     from test_cli import defined_flags
 
     train = defined_flags()["train"]
-    doctored = README.replace("| `--manual_dir` |", "| `--manual_directory` |")
+    doctored = TRAINING.replace("| `--manual_dir` |", "| `--manual_directory` |")
     assert flag_doc_problems(doctored, "train", train) == [
         "train: --manual_dir is not in the flag tables",
         "train: the tables list --manual_directory, which is no flag"]
-    assert flag_doc_problems(README, "export", {"workdir", "export_dir", "shiny"}) == [
+    assert flag_doc_problems(TOOLS, "export", {"workdir", "export_dir", "shiny"}) == [
         "export: --shiny is not mentioned in the Export section"]
 
 
 # ----------------------------------------------------------------------------
-# (h) The README's example errors are what the commands print.
+# (h) The pages' example errors are what the commands print.
 
-EXAMPLE_DIR = "/tmp/elsewhere"  # Where the README says its example commands ran.
+EXAMPLE_DIR = "/tmp/elsewhere"  # Where the pages say their example commands ran.
 
 
 def example_errors(text: str) -> list[tuple[str, str]]:
@@ -354,7 +408,7 @@ def run_examples(examples, tmp_path):
 def test_the_example_errors_are_what_the_commands_print(tmp_path):
     import shutil
 
-    examples = example_errors(README)
+    examples = example_errors(ALL)
     assert len(examples) >= 5
     if shutil.which("nvidia-smi"):  # The gpu:1 example is of a machine without a GPU.
         examples = [(c, e) for c, e in examples if "--device=gpu" not in c]
@@ -364,9 +418,9 @@ def test_the_example_errors_are_what_the_commands_print(tmp_path):
 
 
 def test_every_quoted_error_is_an_example_or_checked():
-    quoted = inline_errors(README)
+    quoted = inline_errors(ALL)
     assert DIVERGENCE_EXAMPLE in quoted and MATPLOTLIB_EXAMPLE in quoted
-    checked = {error for _, error in example_errors(README)}
+    checked = {error for _, error in example_errors(ALL)}
     checked |= {DIVERGENCE_EXAMPLE, MATPLOTLIB_EXAMPLE, *ERROR_FORMS}
     assert len(quoted) >= 4
     assert [span for span in quoted if span not in checked] == []
