@@ -14,7 +14,7 @@ from mnist_tf.training.steps import Metrics
 
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
-    """One pass of the eval step over a split.
+    """One pass of the eval step over a split: the one evaluation result type.
 
     Attributes:
         metrics: {"loss", "accuracy", "count"}.
@@ -28,6 +28,26 @@ class Evaluation:
     metrics: dict[str, float]
     confusion: np.ndarray | None = None
     mistakes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def loss(self) -> float:
+        """Mean cross-entropy over the split, as the eval step computed it."""
+        return self.metrics["loss"]
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction of the split classified right."""
+        return self.metrics["accuracy"]
+
+    @property
+    def precision(self) -> np.ndarray:
+        """Per-class precision, float64 [NUM_CLASSES]; needs the confusion matrix."""
+        return analysis.precision_recall(self.confusion)[0]
+
+    @property
+    def recall(self) -> np.ndarray:
+        """Per-class recall, float64 [NUM_CLASSES]; needs the confusion matrix."""
+        return analysis.precision_recall(self.confusion)[1]
 
 
 def evaluate(
