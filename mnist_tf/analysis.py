@@ -12,12 +12,15 @@ from mnist_tf.data.pipeline import Examples
 
 @dataclasses.dataclass(frozen=True)
 class Predictions:
-    """Model outputs over a whole split.
+    """Model outputs over a whole split, for drawing predictions.
+
+    Metrics (loss, accuracy for reports) come from
+    `training.evaluation.evaluate`, not from these outputs.
 
     Attributes:
-        images: float32 [N, 784] inputs in [0, 1].
+        images: float32 [N, NUM_PIXELS] inputs in [0, 1].
         labels: int [N] true classes.
-        probabilities: float32 [N, 10].
+        probabilities: float32 [N, NUM_CLASSES].
     """
 
     images: np.ndarray
@@ -33,12 +36,6 @@ class Predictions:
     def accuracy(self) -> float:
         """Fraction of correct predictions."""
         return float((self.predicted == self.labels).mean())
-
-    @property
-    def loss(self) -> float:
-        """Mean cross-entropy of the true classes."""
-        picked = self.probabilities[np.arange(len(self.labels)), self.labels]
-        return float(-np.log(np.maximum(picked, 1e-30)).mean())
 
 
 def predict_split(predict_fn, examples: Examples, batch_size: int = 1000) -> Predictions:

@@ -18,9 +18,9 @@ class Evaluation:
 
     Attributes:
         metrics: {"loss", "accuracy", "count"}.
-        confusion: int64 [10, 10] confusion matrix (rows true, columns
+        confusion: int64 [NUM_CLASSES, NUM_CLASSES] confusion matrix (rows true, columns
             predicted), or None if not requested.
-        mistakes: (images [K, 784] as held, labels [K], predicted [K]) of the
+        mistakes: (images [K, NUM_PIXELS] as held, labels [K], predicted [K]) of the
             first K misclassified examples in split order, or None if not
             requested.
     """
