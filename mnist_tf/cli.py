@@ -112,6 +112,73 @@ def define_shipped_config_flag(help_text: str) -> None:
 _SHIPPED_CONFIG_FLAG = False
 
 
+_SHORT_HELP: tuple[str, ...] = ()
+_HELP_ARGUMENTS = {"--help": "full", "-help": "full", "-h": "full", "-?": "full",
+                   "--helpfull": "full", "-helpfull": "full",
+                   "--helpshort": "short", "-helpshort": "short"}
+
+
+def define_short_help(names: tuple[str, ...]) -> None:
+    """Names the flags `--helpshort` lists, first in `--help`: the ones people change first.
+
+    Without it, `--helpshort` lists every flag of the entry point.
+    """
+    global _SHORT_HELP
+    _SHORT_HELP = tuple(names)
+
+
+def _take_help_flags(argv: list[str]) -> tuple[list[str], str | None]:
+    """Removes --help/--helpshort/-h from `argv`; returns (rest, "full", "short" or None)."""
+    wanted, rest = None, []
+    for index, argument in enumerate(argv):
+        if argument == "--":
+            rest.extend(argv[index:])
+            break
+        if index and argument in _HELP_ARGUMENTS:
+            wanted = wanted or _HELP_ARGUMENTS[argument]
+        else:
+            rest.append(argument)
+    return rest, wanted
+
+
+def _flag_lines(flag) -> list[str]:
+    """One flag as absl writes it: `  --name: help`, wrapped, then its default."""
+    import textwrap
+
+    name = f"[no]{flag.name}" if flag.boolean else flag.name
+    default = flag.default_as_str if flag.default is not None else "None"
+    return (textwrap.wrap(f"--{name}: {flag.help}", 96, initial_indent="  ",
+                          subsequent_indent="    ") + [f"    (default: {default})"])
+
+
+def print_help(program: str, short: bool) -> None:
+    """Prints the entry point's usage line and flags to stdout (status 0 is the caller's).
+
+    `--helpshort` lists the flags named by `define_short_help`; `--help` lists
+    them first, then every other flag of the entry point, alphabetically.
+    """
+    main = sys.modules["__main__"]
+    doc = (main.__doc__ or "").strip().splitlines()
+    print(doc[0] if doc else program)
+    module = getattr(main, "__spec__", None)
+    module_name = module.name if module else program
+    own = {f.name: f for f in flags.FLAGS.get_key_flags_for_module(sys.argv[0])}
+    own.update({f.name: f for f in flags.FLAGS.get_key_flags_for_module(module_name)})
+    first = [n for n in _SHORT_HELP if n in flags.FLAGS] or sorted(own)
+    print("\nThe flags people change first:" if _SHORT_HELP else "\nFlags:")
+    for name in first:
+        print("\n".join(_flag_lines(flags.FLAGS[name])))
+    if short:
+        print(f"\nEvery flag: python -m {module_name} --help")
+        return
+    rest = sorted(set(own) - set(first))
+    if rest:
+        print("\nAll other flags:")
+        for name in rest:
+            print("\n".join(_flag_lines(own[name])))
+    print("\nabsl's own flags (--flagfile, --undefok, ...): see absl.flags.")
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """Parses flags with absl, reporting bad flags on one line with exit status 2.
 
@@ -121,10 +188,15 @@ def parse_flags(argv: list[str]) -> list[str]:
     path, and a `--flagfile` that cannot be read is reported with the path
     tried and the fix.
     """
+    argv, wanted = _take_help_flags(argv)
     try:
         if _SHIPPED_CONFIG_FLAG:
             argv = expand_config_flags(argv)
         check_flagfiles(argv, _SHIPPED_CONFIG_FLAG)
+        if wanted:  # After the flagfiles, so an unreadable one is reported first.
+            print_help(argv[0], short=wanted == "short")
+            sys.stdout.flush()
+            os._exit(0)
         return flags.FLAGS(argv)
     except flags.Error as e:
         # absl's own messages may start with "ERROR:: "; ours adds "error: ".

@@ -41,6 +41,9 @@ def define_train_flags() -> None:
                          "workdir (python -m mnist_tf.plot; needs matplotlib).")
     for flag in train_flags():
         _DEFINE[flag.kind](flag.name, flag.default, flag.help)
+    cli.define_short_help(("workdir", "config", "flagfile", "hidden_sizes", "epochs",
+                           "train_steps", "batch_size", "learning_rate", "lr_schedule",
+                           "dropout", "weight_decay", "seed", "data_dir", "plot"))
 
 
 def config_from_flags() -> TrainConfig:

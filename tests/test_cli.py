@@ -42,16 +42,43 @@ def defined_flags() -> dict[str, set[str]]:
 def helpshort_flags(module: str) -> set[str]:
     """The flags `python -m module --helpshort` lists."""
     result = run_module(module, "--helpshort")
+    assert result.returncode == 0, result.stderr
     return set(re.findall(r"^  --(?:\[no\])?(\w+):", result.stdout, flags=re.M))
 
 
+TRAIN_FIRST_FLAGS = {"workdir", "config", "hidden_sizes", "epochs", "train_steps", "batch_size",
+                     "learning_rate", "dropout", "seed", "data_dir"}
+
+
 @pytest.mark.parametrize("entry_point", ENTRY_POINTS)
-def test_helpshort_lists_every_flag_of_the_entry_point(entry_point):
+def test_helpshort_lists_the_flags_people_change_first(entry_point):
     defined = defined_flags()[entry_point]
     assert "workdir" in defined
     if entry_point in ("train", "evaluate"):  # Defined for them by cli.define_data_flags.
         assert {"data_dir", "manual_dir", "download"} <= defined
-    assert helpshort_flags(f"mnist_tf.{entry_point}") == defined
+    listed = helpshort_flags(f"mnist_tf.{entry_point}")  # Exit status 0, checked there.
+    if entry_point == "train":
+        assert TRAIN_FIRST_FLAGS <= listed <= defined
+        assert len(listed) <= 15
+    else:
+        assert listed == defined
+
+
+@pytest.mark.parametrize("argument", ["--help", "-h", "--helpfull"])
+def test_help_lists_every_flag_short_ones_first_and_exits_0(argument):
+    result = train(argument)
+    assert result.returncode == 0, result.stderr
+    listed = re.findall(r"^  --(?:\[no\])?(\w+):", result.stdout, flags=re.M)
+    assert set(listed) == defined_flags()["train"]
+    assert len(listed) == len(set(listed))
+    assert listed[0] == "workdir"
+
+
+def test_python_m_mnist_tf_lists_the_commands():
+    result = run_module("mnist_tf")
+    assert result.returncode == 0, result.stderr
+    for entry_point in ENTRY_POINTS:
+        assert f"python -m mnist_tf.{entry_point} " in result.stdout
 
 
 # More bad inputs, across every entry point, in tests/test_bad_inputs.py.
