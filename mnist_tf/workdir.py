@@ -1,22 +1,43 @@
 """The workdir: its layout, who owns it, config.json, results.json, the lock, the resume check.
 
-A training workdir holds:
+This docstring is the one description of a workdir's layout; the docs link here.
 
-    config.json   the run's `TrainConfig` (`write_config`, `read_config`),
-                  marked with `FORMAT_KEY`: the mark that makes a directory
-                  mnist_tf's (`claim`); a resumed run is checked against the
-                  configuration its checkpoint carries, or this file (`check_resume`)
-    results.json  the final metrics (`write_results`); the record of the run, which
-                  a re-run of a complete run leaves as it is (`read_results`)
+Written by training (`python -m mnist_tf.train`, `mnist_tf.train_and_evaluate`):
+
+    config.json        the run's `TrainConfig` (`write_config`, `read_config`),
+                       marked with `FORMAT_KEY`: the mark that makes a directory
+                       mnist_tf's (`claim`); a resumed run is checked against the
+                       configuration its checkpoint carries, or this file
+                       (`check_resume`)
+    results.json       the final metrics and per-evaluation history
+                       (`write_results`); the record of the run, which a re-run of a
+                       complete run leaves as it is (`read_results`)
     reevaluation.json  such a re-run's fresh evaluation of the restored model
-                  (`write_reevaluation`)
-    train.lock    held while a run trains there (`lock`): the holder's pid, empty
-                  when none (`lock_holder`)
-    checkpoints/  ckpt-N.index and ckpt-N.data-*, found from the files themselves
-                  (`checkpoint_paths`), and tf.train.CheckpointManager's state file
-                  `checkpoint`; see mnist_tf/training/checkpoints.py
-    train/, validation/, test/  TensorBoard's runs; the HParams session is in
-                  the workdir itself (see mnist_tf/training/summaries.py)
+                       (`write_reevaluation`); nothing else is rewritten
+    train.lock         held (flock) while a run trains there (`lock`): the
+                       holder's pid, empty when none (`lock_holder`); the OS
+                       releases it however the run ends
+    checkpoints/       ckpt-N.index and ckpt-N.data-*, found from the files
+                       themselves (`checkpoint_paths`), and
+                       tf.train.CheckpointManager's state file `checkpoint`; see
+                       mnist_tf/training/checkpoints.py
+    train/, validation/, test/
+                       TensorBoard's runs (scalars, images, histograms); the
+                       HParams session and the layer table are event files in the
+                       workdir itself (see mnist_tf/training/summaries.py)
+
+Added by the tools, never by training (see mnist_tf/inference/evaluate.py and
+mnist_tf/plot.py):
+
+    eval.json, eval_validation.json
+                       `python -m mnist_tf.evaluate`: loss, accuracy, per-class
+                       precision and recall, confusion matrix of the split
+    confusion_matrix_test.png, confusion_matrix_validation.png
+                       the same evaluation's confusion matrix
+    eval/              TensorBoard: that confusion matrix at the checkpoint's step
+    curves.png, predictions.png
+                       `python -m mnist_tf.plot` (unless --output_dir names another
+                       directory)
 
 Training writes only into a directory that is absent, empty, or already
 mnist_tf's; it never replaces a file it did not write. Nothing here imports

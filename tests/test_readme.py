@@ -426,3 +426,21 @@ def test_every_quoted_error_is_an_example_or_checked():
     assert [span for span in quoted if span not in checked] == []
     assert example_errors("$ python -m mnist_tf.x --a\nerror: b\n$ python -m y\nerror: c\n") == [
         ("python -m mnist_tf.x --a", "error: b")]
+
+
+# ----------------------------------------------------------------------------
+# (i) The workdir layout is described once, in mnist_tf/workdir.py, and is complete.
+
+
+def test_the_workdir_docstring_lists_every_file_a_run_and_the_tools_write():
+    import mnist_tf.workdir as workdir
+
+    doc = workdir.__doc__
+    for name in ("config.json", "results.json", "reevaluation.json", "train.lock",
+                 "checkpoints/", "train/, validation/, test/", "eval.json",
+                 "eval_validation.json", "confusion_matrix_test.png", "eval/", "curves.png",
+                 "predictions.png"):
+        assert name in doc, name
+    for value in (workdir.CONFIG_FILE, workdir.RESULTS_FILE):
+        assert value in doc
+    assert "workdir.py" in TRAINING  # The docs link to it rather than repeat it.
