@@ -66,8 +66,9 @@ def test_test_split_reproduces_the_training_runs_metrics(trained, small_data_dir
     assert results["checkpoint"] == str(workdir / "checkpoints" / "ckpt-30")
     # Same checkpoint, same 200 test images as the run's final evaluation.
     assert results["num_examples"] == 200
-    assert results["accuracy"] == pytest.approx(train_results["test_accuracy"], abs=1e-6)
-    assert results["loss"] == pytest.approx(train_results["test_loss"], abs=1e-4)
+    # One evaluation path (the trainer's traced eval step): equal, not close.
+    assert results["accuracy"] == train_results["test_accuracy"]
+    assert results["loss"] == train_results["test_loss"]
     assert results["accuracy"] > 0.8  # The synthetic digits are easy.
 
     matrix = np.array(results["confusion_matrix"])
@@ -96,6 +97,39 @@ def test_test_split_reproduces_the_training_runs_metrics(trained, small_data_dir
     assert np.array_equal(summary_image, np.asarray(png))
 
 
+def test_results_json_eval_json_and_library_agree_exactly(trained, small_data_dir, tmp_path):
+    """results.json (trainer), eval.json (command line's call) and the library's result."""
+    from mnist_tf import inference
+    from mnist_tf.data import pipeline
+    from mnist_tf.inference import evaluate as library
+
+    workdir = copy_run(trained, tmp_path)
+    saved = json.loads((workdir / "results.json").read_text())
+    run_evaluate(workdir, small_data_dir)
+    eval_json = json.loads((workdir / "eval.json").read_text())
+    loaded = inference.load_model(str(workdir))
+    splits = pipeline.load_splits(small_data_dir, loaded.config.validation_size)
+    result = library.evaluate_model(loaded.model, splits.test, loaded.config.eval_batch_size,
+                                    loaded.config.jit_compile)
+
+    assert saved["test_loss"] == eval_json["loss"] == result.loss
+    assert saved["test_accuracy"] == eval_json["accuracy"] == result.accuracy
+    assert eval_json["confusion_matrix"] == result.confusion.tolist()
+    assert eval_json["precision"] == result.precision.tolist()
+    assert eval_json["recall"] == result.recall.tolist()
+    # And so the printed figures match to the last digit.
+    report = library.format_report(eval_json)
+    assert f"Loss {saved['test_loss']:.4f}, accuracy {saved['test_accuracy']:.2%}" in report
+
+
+def test_entry_point_is_thin_and_only_it_picks_a_backend():
+    entry = (REPO / "mnist_tf" / "evaluate.py").read_text()
+    library = (REPO / "mnist_tf" / "inference" / "evaluate.py").read_text()
+    assert len(entry.splitlines()) <= 120
+    assert "matplotlib.use" not in library
+    assert 'matplotlib.use("Agg")' in entry
+
+
 def test_validation_split_is_carved_like_training_and_keeps_test_results(
         trained, small_data_dir):
     workdir, train_results = trained
@@ -104,8 +138,8 @@ def test_validation_split_is_carved_like_training_and_keeps_test_results(
 
     results = run_evaluate(workdir, small_data_dir, split="validation")
     assert results["num_examples"] == 100
-    assert results["accuracy"] == pytest.approx(train_results["validation_accuracy"], abs=1e-6)
-    assert results["loss"] == pytest.approx(train_results["validation_loss"], abs=1e-4)
+    assert results["accuracy"] == train_results["validation_accuracy"]
+    assert results["loss"] == train_results["validation_loss"]
     assert json.loads((workdir / "eval_validation.json").read_text()) == results
     assert (workdir / "confusion_matrix_validation.png").is_file()
     assert (workdir / "eval.json").read_bytes() == test_json
