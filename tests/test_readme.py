@@ -357,8 +357,8 @@ from types import SimpleNamespace
 from mnist_tf import plot
 from mnist_tf.errors import UserError
 from mnist_tf.training import trainer
-run = SimpleNamespace(output=(None, None, 0, 0), config=SimpleNamespace(learning_rate=1e-3,
-                                                                    weight_decay=0.0),
+run = SimpleNamespace(output=SimpleNamespace(diverged_at=0),
+                      config=SimpleNamespace(learning_rate=1e-3, weight_decay=0.0),
                       manager=SimpleNamespace(latest_checkpoint="runs/x/checkpoints/ckpt-10"))
 sys.modules["matplotlib"] = sys.modules["matplotlib.pyplot"] = None
 for check in (lambda: trainer._check_diverged(run, 13), plot.import_pyplot):
