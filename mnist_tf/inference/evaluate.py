@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mnist_tf import cli, disk, files
+from mnist_tf import disk, files
 from mnist_tf.errors import UserError
 from mnist_tf.inference import LoadedModel
 from mnist_tf.training import evaluation as training_evaluation
@@ -84,12 +84,9 @@ def evaluate_checkpoint(
             unusable workdir, or data problems (`DataError`).
         CheckpointError: for a missing, damaged or mismatched checkpoint.
     """
-    # evaluate_loaded checks it again; here it fails before TensorFlow loads.
+    # evaluate_loaded checks it again; here it fails before the checkpoint loads.
     if split not in SPLITS:
         raise UserError(f"--split: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    # Loaded only now (quietly: no C++ start-up noise on the console), so the
-    # command line rejects bad flags before paying for TensorFlow.
-    cli.import_tensorflow_quietly()
     from mnist_tf import inference
 
     workdir = os.path.abspath(workdir)
