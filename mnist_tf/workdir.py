@@ -9,9 +9,9 @@ Written by training (`python -m mnist_tf.train`, `mnist_tf.train_and_evaluate`):
                        mnist_tf's (`claim`); a resumed run is checked against the
                        configuration its checkpoint carries, or this file
                        (`check_resume`)
-    results.json       the final metrics and per-evaluation history
-                       (`write_results`); the record of the run, which a re-run of a
-                       complete run leaves as it is (`read_results`)
+    results.json       the final metrics (`write_results`); the record of the
+                       run, which a re-run of a complete run leaves as it is
+                       (`read_results`)
     reevaluation.json  such a re-run's fresh evaluation of the restored model
                        (`write_reevaluation`); nothing else is rewritten
     train.lock         held (flock) while a run trains there (`lock`): the
