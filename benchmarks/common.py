@@ -189,7 +189,7 @@ def measure_mnist_tf(config, images, labels, repeats: int, device: str):
     schedule = make_schedule(config.lr_schedule, config.learning_rate, config.warmup_steps,
                              steps * (repeats + 1))
     # The trainer's own choice of runner for this config (no strategy).
-    runner = trainer._make_runner(config, state, schedule, Metrics(), splits, None,
+    runner = trainer.make_runner(config, state, schedule, Metrics(), splits, None,
                                   device=device)
 
     # The calls of an epoch, planned as the trainer's loop plans them (`trainer.plan_calls`)

@@ -6,7 +6,7 @@ Measures, in one process, on the same 784-H...-10 MLP, batch size and data:
 
 - mnist_tf with default flags: a `TrainConfig` with only the architecture,
   batch (and --dropout/--precision/--device) set, run by the trainer's own
-  pieces: `TrainState`, and the runner `trainer._make_runner` picks for that
+  pieces: `TrainState`, and the runner `trainer.make_runner` picks for that
   config over the one step body, driven through whole epochs in calls of the
   runner's `steps_per_call` steps, planned and cut as the trainer's loop does
   (`trainer.next_stop`, with no periodic actions). So

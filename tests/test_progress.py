@@ -5,7 +5,7 @@ import types
 import pytest
 
 from mnist_tf.config import TrainConfig
-from mnist_tf.training import trainer
+from mnist_tf.training import runners, trainer
 
 BATCH = 10
 SECONDS_PER_STEP = 0.5  # The fake runner's speed: 20 examples/s.
@@ -37,7 +37,7 @@ class FakeRunner:
 
     def __call__(self, first, count, stop_vote):
         self.clock.now += count * SECONDS_PER_STEP
-        return 0.5, [], -1, False  # loss, gradients, diverged_at (-1: none), stop.
+        return runners.CallOutput(loss=0.5, gradients=[], diverged_at=-1, stop=False)
 
 
 def fake_run(clock, lines, scalars):

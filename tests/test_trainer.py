@@ -83,7 +83,7 @@ def keep_runner(monkeypatch, made):
             return made[name]
         return wrapper
 
-    monkeypatch.setattr(trainer, "_make_runner", keep("runner", trainer._make_runner))
+    monkeypatch.setattr(trainer, "make_runner", keep("runner", trainer.make_runner))
     monkeypatch.setattr(trainer, "make_eval_step", keep("eval", trainer.make_eval_step))
 
 

@@ -117,7 +117,7 @@ class WriteHistograms(PeriodicAction):
         names = run.parameter_names()
         run.writers.histograms("train", step, {
             **{f"weights/{n}": v for n, v in zip(names, run.state.model.parameters())},
-            **{f"gradients/{n}": g for n, g in zip(names, run.output[1])},
+            **{f"gradients/{n}": g for n, g in zip(names, run.output.gradients)},
         })
 
 
@@ -232,7 +232,7 @@ class Preempt(PeriodicAction):
     def due(self, step: int) -> bool:
         """When a stop was agreed and the run is not over anyway."""
         run = self.run
-        agreed = bool(run.output[3]) if run.strategy is not None else bool(self.vote())
+        agreed = bool(run.output.stop) if run.strategy is not None else bool(self.vote())
         return agreed and step < run.total_steps
 
     def __call__(self, step: int) -> None:

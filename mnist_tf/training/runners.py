@@ -16,11 +16,30 @@ diverged (-1: none), and the stop vote.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import tensorflow as tf
 
 from mnist_tf.constants import NUM_PIXELS
 from mnist_tf.data import pipeline
 from mnist_tf.training.steps import StepOutput
+
+
+class CallOutput(NamedTuple):
+    """What one runner call returns.
+
+    Attributes:
+        loss: the last step's loss.
+        gradients: the last step's gradients, one per `model.parameters()` entry.
+        diverged_at: int32 scalar, the index within the call of the first step
+            that diverged (-1: none).
+        stop: bool scalar: some process voted to stop.
+    """
+
+    loss: tf.Tensor
+    gradients: list[tf.Tensor]
+    diverged_at: tf.Tensor
+    stop: tf.Tensor
 
 
 def _first_diverged(output: StepOutput) -> tf.Tensor:
@@ -105,13 +124,13 @@ class IteratorRunner:
         self._chunks = iter(chunks)
 
     def __call__(self, first: int, count: int, stop_vote: int):
-        """Runs the next planned call (`count` steps): (loss, gradients, diverged_at, stop)."""
+        """Runs the next planned call (`count` steps): a `CallOutput`."""
         del first  # The iterator knows its position.
         planned = self._counts.pop() if self._counts else None
         if planned != count:
             raise RuntimeError(f"call of {count} steps, but {planned} were planned: a bug in "
                                "the training loop's plan")
-        return self.train_fn(self._chunks, tf.constant(stop_vote, tf.int32))
+        return CallOutput(*self.train_fn(self._chunks, tf.constant(stop_vote, tf.int32)))
 
     def graph(self) -> tf.Graph:
         """The compiled loop's graph, for TensorBoard."""
@@ -157,8 +176,9 @@ class DeviceLoopRunner:
 
     def __call__(self, first: int, count: int, stop_vote: int):
         """Runs `count` steps from the epoch's batch `first` (an in-epoch index)."""
-        return self.train_fn(self._order, tf.constant(first, tf.int32),
-                             tf.constant(count, tf.int32), tf.constant(stop_vote, tf.int32))
+        return CallOutput(*self.train_fn(self._order, tf.constant(first, tf.int32),
+                                         tf.constant(count, tf.int32),
+                                         tf.constant(stop_vote, tf.int32)))
 
     def graph(self) -> tf.Graph:
         """The loop's graph, for TensorBoard."""
@@ -193,7 +213,7 @@ class DistributedRunner:
     def __call__(self, first: int, count: int, stop_vote: int):
         """Runs one step; every process passes its stop vote into the all-reduce."""
         del first, count
-        return self.train_fn(self._batches, tf.constant(stop_vote, tf.int32))
+        return CallOutput(*self.train_fn(self._batches, tf.constant(stop_vote, tf.int32)))
 
     def graph(self) -> None:
         """Not drawn: the step takes an iterator."""

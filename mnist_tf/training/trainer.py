@@ -67,7 +67,7 @@ class Run:
     Attributes:
         config, state, runner, writers, manager, splits: the run's pieces.
         total_steps, steps_per_epoch: its length.
-        output: the last call's (loss, gradients, diverged_at, stop).
+        output: the last call's `runners.CallOutput`.
         evaluations: the latest {split: metrics}; evaluated_step: its step.
         saved_step: the step of the newest checkpoint this process wrote
             or restored (-1: none).
@@ -96,7 +96,7 @@ class Run:
         named = {"validation": splits.validation, "test": splits.test}
         self.eval_batches = {split: pipeline.eval_batches(examples, config.eval_batch_size)
                              for split, examples in named.items() if examples is not None}
-        self.runner = _make_runner(config, state, self.schedule, self.train_metrics, splits,
+        self.runner = make_runner(config, state, self.schedule, self.train_metrics, splits,
                                    strategy, device, log)
         self.output = None
         self.evaluations, self.evaluated_step = {}, -1
@@ -163,7 +163,7 @@ class Run:
             self.history.setdefault(key, []).append(value)
 
 
-def _make_runner(config, state, schedule, metrics, splits, strategy, device=None, log=None):
+def make_runner(config, state, schedule, metrics, splits, strategy, device=None, log=None):
     """The runner for the config's mode, over the one step body.
 
     tf.data with several XLA-compiled steps per call by default; the
@@ -213,7 +213,7 @@ def _make_actions(run: Run, stop_request) -> list[actions.PeriodicAction]:
 
 def _check_diverged(run: Run, first: int) -> None:
     """Raises `TrainingDiverged` if a step of the last call had a non-finite loss or gradient."""
-    diverged_at = int(run.output[2])
+    diverged_at = int(run.output.diverged_at)
     if diverged_at < 0:
         return
     step, config = first + diverged_at + 1, run.config
@@ -258,7 +258,9 @@ def train_loop(run: Run, step: int, stop_request=None) -> int:
     an action is due or the epoch ends; then every due action runs.
     """
     periodic = _make_actions(run, stop_request)
-    profile, progress, preempt = periodic[0], periodic[1], periodic[-1]
+    named = {type(action): action for action in periodic}
+    profile, progress = named[actions.Profile], named[actions.ReportProgress]
+    preempt = named[actions.Preempt]
     for action in periodic:
         action.begin(step)
     try:
@@ -273,7 +275,7 @@ def train_loop(run: Run, step: int, stop_request=None) -> int:
                                         preempt.vote())
                 # Reading an output waits for the call's work (a GPU call returns
                 # once queued), so the progress rate counts the call's whole time.
-                int(run.output[2])
+                int(run.output.diverged_at)
                 progress.count(time.perf_counter() - call_start)
                 if run.config.nan_policy == "stop":
                     _check_diverged(run, step)
