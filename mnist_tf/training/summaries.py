@@ -1,15 +1,8 @@
 """TensorBoard output in the workdir: one writer per run, graph, HParams, profiler.
 
-Layout (`workdir.SUMMARY_SUBDIR`: the workdir itself; each directory is one
-TensorBoard run, named e.g. `my_run/train` under `tensorboard --logdir=runs`):
-    train/        loss, accuracy, learning_rate, examples_per_second; weight and
-                  gradient histograms; the train step's graph; profiler traces
-                  (train/plugins/profile/)
-    validation/   loss, accuracy
-    test/         loss, accuracy; the confusion-matrix and misclassified-digit images
-    ./            the HParams session (the run's hyperparameters; its metrics are
-                  the validation/ and test/ curves above) and the layer table
-                  (text), named e.g. `my_run`
+Each split is one TensorBoard run and the workdir itself is the HParams
+session's run (with the layer table); where they lie is described in
+`mnist_tf.workdir`.
 
 Everything here runs eagerly, outside the traced (possibly XLA-compiled) steps.
 """

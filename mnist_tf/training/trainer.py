@@ -3,15 +3,7 @@
 `train_and_evaluate(config, workdir)` is the library entry point; the command
 line (`python -m mnist_tf.train`) only parses flags and calls it.
 
-Workdir layout:
-    config.json       the run's configuration (checked on resume)
-    checkpoints/      tf.train.Checkpoint files of the `TrainState`
-    train/, validation/, test/
-                      TensorBoard runs, with the HParams session in the workdir
-                      itself (see mnist_tf/training/summaries.py for what each holds)
-    results.json      final metrics, throughput, params_sha256 and flags
-    reevaluation.json a re-run's fresh evaluation of a complete run (results.json,
-                      config.json and the summaries are then left as they are)
+What it writes in the workdir is described in `mnist_tf.workdir`.
 """
 
 from __future__ import annotations
