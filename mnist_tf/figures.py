@@ -13,9 +13,11 @@ functions raise a one-line `UserError`.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
+from mnist_tf.constants import IMAGE_SIZE, NUM_CLASSES
 from mnist_tf.errors import UserError
 
 CURVES_FILE = "curves.png"
@@ -39,12 +41,20 @@ def require_matplotlib():
 def new_figure(**kwargs):
     """A `matplotlib.figure.Figure` outside pyplot's state: no backend chosen, nothing to close.
 
-    Jupyter still shows it inline (it renders itself to PNG).
+    It renders itself to PNG (`_repr_png_`), so Jupyter shows it inline even
+    where pyplot, and with it the inline backend's display hook, was never
+    imported.
     """
     require_matplotlib()
     from matplotlib.figure import Figure
 
-    return Figure(**kwargs)
+    class InlineFigure(Figure):
+        def _repr_png_(self) -> bytes:
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", dpi=100)
+            return buffer.getvalue()
+
+    return InlineFigure(**kwargs)
 
 
 def read_scalars(summary_dir: str) -> dict[str, list[tuple[int, float]]]:
@@ -233,7 +243,7 @@ def predictions_figure(predictions, num_digits: int = 32):
         if i >= count:
             continue
         predicted, label = int(predictions.predicted[i]), int(predictions.labels[i])
-        ax.imshow(predictions.images[i].reshape(28, 28), cmap="gray_r")
+        ax.imshow(predictions.images[i].reshape(IMAGE_SIZE, IMAGE_SIZE), cmap="gray_r")
         ax.set_title(f"pred {predicted} / true {label}", fontsize=8,
                      color="black" if predicted == label else "red")
     figure.suptitle(f"First {count} test digits: accuracy {predictions.accuracy:.2%} "
@@ -267,7 +277,7 @@ def _original_pixels(image):
 def _probability_bars(ax, prediction) -> None:
     """The ten class probabilities; the predicted class blue and labelled, the true one red."""
     digit, label = prediction.digit, prediction.label
-    bars = ax.bar(range(10), prediction.probabilities, color="#c8c8c8")
+    bars = ax.bar(range(NUM_CLASSES), prediction.probabilities, color="#c8c8c8")
     bars[digit].set_color("tab:blue")
     p = prediction.probabilities[digit]
     ax.annotate(f"predicted {digit}\n{p:.2%}", (digit, p), xytext=(0, 4),
@@ -278,9 +288,9 @@ def _probability_bars(ax, prediction) -> None:
         bars[label].set_color("tab:red")
         ax.annotate(f"true {label}\n{q:.2%}", (label, q), xytext=(0, 4),
                     textcoords="offset points", ha="center", va="bottom", color="tab:red")
-    ax.set_xticks(range(10))
+    ax.set_xticks(range(NUM_CLASSES))
     ax.get_xticklabels()[digit].set_fontweight("bold")
-    ax.set_xlim(-0.6, 9.6)
+    ax.set_xlim(-0.6, NUM_CLASSES - 0.4)
     ax.set_ylim(0, 1.25)  # Room for the annotation above a bar at 1.0.
     ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     ax.set_xlabel("digit")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_tf import plot
+from mnist_tf import figures, plot
 from mnist_tf.config import TrainConfig
 from mnist_tf.errors import UserError
 from mnist_tf.training import trainer
@@ -91,3 +91,63 @@ def test_cli_errors_are_one_line(tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert fragment in result.stderr
     assert sorted(os.listdir(tmp_path)) == ["a_file", "other"]  # Nothing written.
+
+
+def write_scalars(summary_dir, split, points):
+    import tensorflow as tf
+
+    with tf.summary.create_file_writer(str(summary_dir / split)).as_default():
+        for step, loss, accuracy in points:
+            tf.summary.scalar("loss", loss, step=step)
+            tf.summary.scalar("accuracy", accuracy, step=step)
+
+
+def test_curves_are_linear_zoomed_and_draw_test_without_validation(tmp_path):
+    summaries = tmp_path / SUMMARY_SUBDIR
+    write_scalars(summaries, "train", [(10, 0.9, 0.80), (20, 0.5, 0.90), (30, 0.3, 0.95)])
+    write_scalars(summaries, "test", [(20, 0.4, 0.93), (40, 0.35, 0.94)])
+    (tmp_path / "results.json").write_text('{"steps_per_epoch": 20}')
+    figure = figures.curves_figure(str(tmp_path))
+    loss_ax, accuracy_ax = figure.axes
+    assert loss_ax.get_yscale() == accuracy_ax.get_yscale() == "linear"
+    assert [line.get_label() for line in accuracy_ax.get_lines()] == ["train", "test"]
+    low, high = accuracy_ax.get_ylim()
+    assert 0.75 <= low <= 0.80 and 1.0 <= high < 1.02
+    figure.canvas.draw()
+    ticks = [t.get_text() for t in accuracy_ax.get_xticklabels() if t.get_text()]
+    assert ticks and not any(t.endswith("0") and "." in t for t in ticks), ticks
+
+
+LIBRARY_CALLS = """
+import sys, types
+import numpy as np
+import matplotlib
+from mnist_tf import figures
+probabilities = np.full(10, 0.01); probabilities[3] = 0.91
+prediction = types.SimpleNamespace(digit=3, label=5, probabilities=probabilities, file=None,
+                                   test_index=0, image=np.zeros((28, 28), np.uint8))
+grid = types.SimpleNamespace(images=np.zeros((4, 784), np.uint8), labels=np.array([1, 2, 3, 4]),
+                             predicted=np.array([1, 2, 3, 5]), accuracy=0.75)
+pictures = [figures.curves_figure(sys.argv[1]), figures.prediction_figure(prediction),
+            figures.predictions_figure(grid)]
+assert all(p._repr_png_().startswith(b"\\x89PNG") for p in pictures)
+import matplotlib.pyplot as plt
+print(matplotlib.get_backend(), len(plt.get_fignums()))
+"""
+
+
+def test_library_figures_leave_the_callers_backend_alone(workdir):
+    # A notebook's inline backend must survive the library's figures, which
+    # render themselves to PNG without pyplot.
+    result = subprocess.run([sys.executable, "-c", LIBRARY_CALLS, str(workdir)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "MPLBACKEND": "svg"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["svg", "0"]  # No pyplot figure left open.
+
+
+def test_wrote_lines_print_absolute_paths(workdir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    lines = []
+    figures.plot_runs([str(workdir)], "out", log=lines.append)
+    assert lines == [f"Wrote {tmp_path / 'out' / 'curves.png'}"]
