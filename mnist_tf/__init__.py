@@ -25,14 +25,13 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # For editors and type checkers; at run time, see __getattr__.
-    from mnist_tf.api import Classifier, load
+    from mnist_tf.api import Classifier, load, train_and_evaluate
     from mnist_tf.config import TrainConfig
-    from mnist_tf.training.trainer import train_and_evaluate
 
 # Public name -> the module defining it.
 _LAZY_EXPORTS = {
     "TrainConfig": "mnist_tf.config",
-    "train_and_evaluate": "mnist_tf.training.trainer",
+    "train_and_evaluate": "mnist_tf.api",
     "load": "mnist_tf.api",
     "Classifier": "mnist_tf.api",
 }
@@ -46,9 +45,6 @@ def __getattr__(name: str):
         # AttributeError (not ImportError) lets `from mnist_tf import cli` fall
         # back to importing the submodule.
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if module_name != "mnist_tf.config":
-        # cli sets TensorFlow's C++ log level, which only works before TensorFlow loads.
-        importlib.import_module("mnist_tf.cli")
     value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value  # Later lookups skip __getattr__.
     return value

@@ -10,8 +10,8 @@
     classifier.export("exports/notebook")           # as python -m mnist_tf.export
 
 Everything goes through the functions the command-line tools use: restoring
-through `inference.load_model`, evaluation through `evaluate.evaluate_loaded`,
-export through `export.export_loaded`, so a notebook and the command line
+through `inference.load_model`, evaluation through `inference.evaluate.evaluate_loaded`,
+export through `inference.export.export_loaded`, so a notebook and the command line
 report the same numbers and write the same SavedModel. Problems a user can
 fix raise `mnist_tf.errors.UserError` (or a subclass) with the command line's
 one-line message.
@@ -20,12 +20,13 @@ one-line message.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mnist_tf import cli  # Sets TensorFlow's C++ log level before TensorFlow loads.
 from mnist_tf.constants import IMAGE_SIZE, NUM_PIXELS
 from mnist_tf.data import preprocess
 from mnist_tf.errors import UserError
@@ -39,6 +40,56 @@ if TYPE_CHECKING:  # These load TensorFlow; only their types are needed here.
 IMAGE_TRAILING_SHAPES = ((IMAGE_SIZE, IMAGE_SIZE), (IMAGE_SIZE, IMAGE_SIZE, 1), (NUM_PIXELS,))
 IMAGE_SHAPES = "[N, 28, 28], [N, 28, 28, 1], [N, 784] or one [28, 28] image"
 PIXEL_RULE = "uint8 (or integer) pixels 0..255, or floats in [0, 1] (pixels / 255)"
+
+
+_FLAG = re.compile(r"--(no)?([a-z][a-z0-9_]*)(=)?")
+
+
+def _as_arguments(message: str) -> str:
+    """Rewrites a library message's command-line wording (--name=value) as Python arguments."""
+    def one(match: re.Match) -> str:
+        no, name, equals = match.groups()
+        if equals:
+            return f"{name}="
+        return f"{name}=False" if no else name
+    return _FLAG.sub(one, message).replace("flag ", "argument ").replace("flags", "arguments")
+
+
+def _translated(error: UserError) -> UserError:
+    """The same error (same class), its message speaking of arguments instead of flags."""
+    translated = type(error).__new__(type(error))
+    translated.__dict__.update(error.__dict__)
+    translated.args = (_as_arguments(str(error)),) + error.args[1:]
+    return translated
+
+
+def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, **kwargs) -> dict:
+    """Trains (or resumes) a model in `workdir` and evaluates it: `training.trainer`'s run.
+
+    The same run as `python -m mnist_tf.train`; TensorFlow's logging is
+    quieted for the call only, and errors name arguments, not flags.
+
+    Args:
+        config: the run's `TrainConfig`.
+        workdir: the training workdir (created, or resumed when it holds a run).
+        **kwargs: passed on to `mnist_tf.training.trainer.train_and_evaluate`
+            (data_dir, manual_dir, allow_download, log...).
+
+    Returns:
+        The results dict (as results.json).
+
+    Raises:
+        UserError: for settings, data or workdir problems, worded for Python.
+    """
+    from mnist_tf.inference.quiet import quiet
+
+    try:
+        with quiet():
+            from mnist_tf.training import trainer
+
+            return trainer.train_and_evaluate(config, os.fspath(workdir), **kwargs)
+    except UserError as e:
+        raise _translated(e) from None
 
 
 def load(workdir: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> Classifier:
@@ -62,12 +113,17 @@ def load(workdir: str | os.PathLike, checkpoint: str | os.PathLike | None = None
         UserError: if the workdir does not exist or holds no trained run.
         CheckpointError: for a missing, damaged or mismatched checkpoint.
     """
-    cli.import_tensorflow_quietly()
-    from mnist_tf import inference
+    from mnist_tf.inference.quiet import quiet
 
     workdir = os.path.abspath(os.fspath(workdir))
     checkpoint = None if checkpoint is None else os.fspath(checkpoint)
-    return Classifier(inference.load_model(workdir, checkpoint), workdir)
+    try:
+        with quiet():
+            from mnist_tf import inference
+
+            return Classifier(inference.load_model(workdir, checkpoint), workdir)
+    except UserError as e:
+        raise _translated(e) from None
 
 
 def to_model_input(images) -> np.ndarray:
@@ -185,13 +241,16 @@ class Classifier:
             UserError: for another shape, dtype or pixel range (see
                 `to_model_input`).
         """
-        from mnist_tf import inference, predict
+        from mnist_tf import inference
+        from mnist_tf.inference.predict import predict_in_batches
+        from mnist_tf.inference.quiet import quiet
 
         pixels = to_model_input(images)
-        if self._predict_fn is None:
-            self._predict_fn = inference.make_predict_fn(self.model)
-        probabilities = predict.predict_in_batches(self._predict_fn, pixels,
-                                                   self.config.eval_batch_size)
+        with quiet():
+            if self._predict_fn is None:
+                self._predict_fn = inference.make_predict_fn(self.model)
+            probabilities = predict_in_batches(self._predict_fn, pixels,
+                                               self.config.eval_batch_size)
         return {"classes": probabilities.argmax(axis=1).astype(np.int64),
                 "probabilities": probabilities}
 
@@ -230,22 +289,28 @@ class Classifier:
             UserError: for an unknown split, a run without a validation split,
                 or data problems (`DataError`).
         """
-        from mnist_tf import evaluate
+        from mnist_tf.inference import evaluate
+        from mnist_tf.inference.quiet import quiet
 
-        return evaluate.evaluate_loaded(
-            self._loaded, self.workdir, split,
-            data_dir=None if data_dir is None else os.fspath(data_dir),
-            manual_dir=None if manual_dir is None else os.fspath(manual_dir),
-            allow_download=allow_download, log=log, write_files=write_files)
+        with quiet():
+            return evaluate.evaluate_loaded(
+                self._loaded, self.workdir, split,
+                data_dir=None if data_dir is None else os.fspath(data_dir),
+                manual_dir=None if manual_dir is None else os.fspath(manual_dir),
+                allow_download=allow_download, log=log, write_files=write_files)
 
-    def export(self, export_dir: str | os.PathLike) -> dict:
+    def export(self, export_dir: str | os.PathLike, overwrite: bool = False) -> dict:
         """Writes the model as a SavedModel, exactly as `python -m mnist_tf.export` does.
 
         It serves with TensorFlow alone: `tf.saved_model.load(export_dir)
         .signatures["serving_default"](images=uint8_images)`.
 
         Args:
-            export_dir: the directory to create; it must not exist or be empty.
+            export_dir: the directory to create; it must not exist or be empty,
+                unless `overwrite`.
+            overwrite: replace an existing export at `export_dir` (so a
+                notebook's Restart & Run All works); the old export is put
+                back if the new one fails.
 
         Returns:
             What was exported: export_dir, workdir, checkpoint, step,
@@ -254,6 +319,21 @@ class Classifier:
         Raises:
             UserError: if `export_dir` is non-empty or cannot be created.
         """
-        from mnist_tf import export
+        from mnist_tf.inference import export
+        from mnist_tf.inference.quiet import quiet
 
-        return export.export_loaded(self._loaded, self.workdir, os.fspath(export_dir))
+        export_dir = os.path.abspath(os.fspath(export_dir))
+        with quiet():
+            if not overwrite or not os.path.isdir(export_dir) or not os.listdir(export_dir):
+                return export.export_loaded(self._loaded, self.workdir, export_dir)
+            aside = f"{export_dir}.replaced-{os.getpid()}"
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(export_dir, aside)  # Kept until the new export is in place.
+            try:
+                exported = export.export_loaded(self._loaded, self.workdir, export_dir)
+            except BaseException:
+                shutil.rmtree(export_dir, ignore_errors=True)
+                os.replace(aside, export_dir)
+                raise
+            shutil.rmtree(aside, ignore_errors=True)
+            return exported

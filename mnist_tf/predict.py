@@ -29,15 +29,14 @@ import numpy as np
 from absl import flags, logging
 
 from mnist_tf import cli, files  # cli sets TF's log level before TF loads.
+from mnist_tf.constants import IMAGE_SIZE, NUM_CLASSES
 from mnist_tf.data import preprocess
 from mnist_tf.errors import DataError, UserError
 
 FLAGS = flags.FLAGS
 EXIT_OK = 0
 EXIT_SOME_FAILED = 2  # Bad input: the same status as a usage error.
-NUM_CLASSES = 10
 TOP_K = 3
-BATCH_SIZE = 256
 
 
 def define_predict_flags() -> None:
@@ -116,8 +115,9 @@ def classify(model, digits) -> list[tuple[float, ...]]:
         digits: uint8 array [N, 28, 28] (a sequence of [28, 28] arrays works too).
     """
     from mnist_tf import inference
+    from mnist_tf.inference.predict import predict_in_batches
 
-    digits = np.asarray(digits, dtype=np.uint8).reshape(-1, 28, 28)
+    digits = np.asarray(digits, dtype=np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     if len(digits) == 0:
         return []
     predict_fn = inference.make_predict_fn(model)  # input_signature [None, 784]: one trace.
@@ -138,22 +138,6 @@ def as_the_model_sees(model, image: np.ndarray) -> np.ndarray:
 
     pixels = deskew(preprocess.to_model_input(image[None])).numpy().reshape(28, 28)
     return np.clip(np.rint(pixels * PIXEL_SCALE), 0, 255).astype(np.uint8)
-
-
-def predict_in_batches(predict_fn, pixels: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """Runs `predict_fn` over model inputs a batch at a time (also `mnist_tf.Classifier.predict`).
-
-    Args:
-        predict_fn: `inference.make_predict_fn(model)`.
-        pixels: float32 [N, 784] in [0, 1] (N may be 0).
-        batch_size: images per call, bounding the memory one call needs.
-
-    Returns:
-        float32 probabilities [N, 10].
-    """
-    batches = [predict_fn(pixels[start:start + batch_size]).numpy()
-               for start in range(0, len(pixels), batch_size)]
-    return np.concatenate(batches) if batches else np.zeros((0, NUM_CLASSES), np.float32)
 
 
 def predict_files(model, paths) -> list[Prediction]:
