@@ -214,7 +214,7 @@ def confusion_title(workdir: str, results: dict) -> str:
     run = os.path.basename(os.path.abspath(workdir))
     correct = int(sum(row[k] for k, row in enumerate(results["confusion_matrix"])))
     return (f"{run}: {results['split']} split, step {results['step']}\n"
-            f"accuracy {results['accuracy']:.2%} ({correct}/{results['num_examples']} right)")
+            + training_evaluation.accuracy_title(correct, results["num_examples"]))
 
 
 def _write_image_summary(summary_dir: str, tag: str, picture, step: int) -> None:

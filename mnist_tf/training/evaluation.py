@@ -101,6 +101,14 @@ def evaluate(
     return Evaluation(metrics.result(), confusion, mistakes)
 
 
+def accuracy_title(correct: int, count: int) -> str:
+    """The accuracy line of every confusion-matrix title: `accuracy 98.31% (9831/10000 right)`.
+
+    Built here once, for the trainer's TensorBoard images and the evaluate tool's PNG.
+    """
+    return f"accuracy {correct / max(count, 1):.2%} ({correct}/{count} right)"
+
+
 def evaluation_images(evaluation: Evaluation) -> dict[str, images.Picture]:
     """Draws an analysed `Evaluation` for TensorBoard, each picture with its description.
 
@@ -111,7 +119,7 @@ def evaluation_images(evaluation: Evaluation) -> dict[str, images.Picture]:
     """
     matrix = evaluation.confusion
     correct, count = int(np.trace(matrix)), int(matrix.sum())
-    title = f"accuracy {correct / max(count, 1):.2%} ({correct}/{count} right)"
+    title = accuracy_title(correct, count)
     pictures = {"confusion_matrix": images.Picture(
         images.confusion_matrix_image(matrix, title=title),
         f"Confusion matrix of this split at this step ({count} images): rows are the true "
