@@ -4,8 +4,8 @@
 test digits) and `prediction_figure` (one digit with its ten probabilities)
 return a `matplotlib.figure.Figure` made outside pyplot, so the caller's
 backend and pyplot state are left alone. `save_figure` writes one to a PNG;
-the `plot_*` helpers are what the command lines use. PIL pictures (TensorBoard
-images, the confusion matrix) are in `mnist_tf.images`.
+the `plot_*` helpers are what the command lines use. `confusion_matrix_picture`
+is a PIL image drawn by `mnist_tf.images`, which also draws TensorBoard's pictures.
 
 matplotlib is an optional extra (`pip install -e ".[plot]"`); without it these
 functions raise a one-line `UserError`.
@@ -55,6 +55,16 @@ def new_figure(**kwargs):
             return buffer.getvalue()
 
     return InlineFigure(**kwargs)
+
+
+def confusion_matrix_picture(matrix, title: str | None = None):
+    """The confusion-matrix heatmap (`images.confusion_matrix_image`) as a PIL image.
+
+    Rows are true digits, columns predictions; Jupyter shows it inline.
+    """
+    from mnist_tf import images
+
+    return images.to_pil(images.confusion_matrix_image(matrix, title=title))
 
 
 def read_scalars(summary_dir: str) -> dict[str, list[tuple[int, float]]]:

@@ -2,6 +2,8 @@
 
 Drawn with Pillow (already installed with TensorBoard), returned as uint8
 [H, W, 3] arrays so they can go to TensorBoard (`tf.summary.image`) or PNG.
+`to_pil` turns one into a PIL image, which Jupyter shows inline; a `Picture`
+shows itself inline too. The matplotlib figures are in `mnist_tf.figures`.
 
 Sizes are chosen for TensorBoard, which shrinks an image to its card's width
 by default: the text is drawn large (Pillow's own scalable font at 18 px) and
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import os
 
 import numpy as np
@@ -41,6 +44,17 @@ class Picture:
 
     pixels: np.ndarray
     description: str
+
+    def _repr_png_(self) -> bytes:
+        """PNG bytes, so Jupyter shows the picture inline."""
+        buffer = io.BytesIO()
+        to_pil(self.pixels).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+
+def to_pil(pixels: np.ndarray) -> Image.Image:
+    """A uint8 [H, W, 3] (or [H, W]) picture as a PIL image (RGB or L), e.g. for a notebook."""
+    return Image.fromarray(np.asarray(pixels, np.uint8))
 
 
 @functools.cache
@@ -163,6 +177,9 @@ def confusion_matrix_image(matrix: np.ndarray, cell: int = 44, title: str | None
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Writes a uint8 [H, W, 3] (or [H, W]) image as PNG, atomically (temp file + rename)."""
+    """Writes a uint8 [H, W, 3] (or [H, W]) image or a PIL image as PNG, atomically.
+
+    Atomic: a temp file renamed into place, so a crash never leaves half a PNG.
+    """
     with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(np.asarray(image, np.uint8)).save(tmp, format="PNG")
+        to_pil(image).save(tmp, format="PNG")

@@ -14,7 +14,7 @@ import pytest
 from conftest import assert_usage_error, run_module, synthetic_digits
 from PIL import Image
 
-from mnist_tf import evaluate, images, plot, predict
+from mnist_tf import evaluate, figures, images, predict
 from mnist_tf.config import TrainConfig
 from mnist_tf.data import preprocess
 from mnist_tf.errors import UserError
@@ -61,7 +61,7 @@ def png_size(path):
 
 def sample_shown_digit(figure, png_path):
     """The 28x28 grey levels at the centre of each pixel of the "as the model saw it" panel."""
-    figure.canvas.draw()
+    figure.draw_without_rendering()  # Lays it out as savefig did.
     ax = next(ax for ax in figure.axes if "model saw" in ax.get_title())
     rows, cols = np.mgrid[0:28, 0:28]
     xy = ax.transData.transform(np.stack([cols.ravel(), rows.ravel()], axis=1).astype(float))
@@ -110,10 +110,9 @@ def test_the_enlarged_digit_is_what_the_model_saw(runs, digit_file, small_data_d
     for prediction, original in ((from_file, preprocess.load_image(digit_file)),
                                  (from_test, None)):
         path = str(tmp_path / "picture.png")
-        plot.plot_prediction(prediction, path, original)
-        figure = plot.prediction_figure(prediction, original)  # The same layout, to measure.
+        figures.plot_prediction(prediction, path, original)
+        figure = figures.prediction_figure(prediction, original)  # The same layout, to measure.
         shown = sample_shown_digit(figure, path)
-        plot.import_pyplot().close(figure)
         assert np.abs(shown - prediction.image).max() <= 1  # The grey colour map's rounding.
         assert np.ptp(prediction.image) > 100  # A digit, not a flat field.
 
@@ -122,23 +121,20 @@ def test_the_bar_chart_marks_the_prediction_and_a_wrong_label():
     probabilities = (0.02, 0.01, 0.01, 0.55, 0.01, 0.30, 0.05, 0.02, 0.02, 0.01)
     prediction = predict.Prediction(test_index=4, probabilities=probabilities,
                                     image=np.zeros((28, 28), np.uint8), label=5)
-    figure = plot.prediction_figure(prediction)
-    try:
-        bars_ax = next(ax for ax in figure.axes if "probabilities" in ax.get_title())
-        bars = bars_ax.patches
-        np.testing.assert_allclose([bar.get_height() for bar in bars], probabilities)
-        colours = [bar.get_facecolor() for bar in bars]
-        others = [c for k, c in enumerate(colours) if k not in (3, 5)]
-        assert colours[3] not in others and colours[5] not in others
-        assert colours[3] != colours[5]
-        texts = [t.get_text() for t in bars_ax.texts]
-        assert "predicted 3\n55.00%" in texts and "true 5\n30.00%" in texts
-        assert figure.get_suptitle() == ("test[4] (TFDS order): predicted 3 (55.00%), "
-                                         "true label 5 (wrong)")
-        width, height = figure.get_size_inches() * figure.dpi
-        assert width >= 400
-    finally:
-        plot.import_pyplot().close(figure)
+    figure = figures.prediction_figure(prediction)
+    bars_ax = next(ax for ax in figure.axes if "probabilities" in ax.get_title())
+    bars = bars_ax.patches
+    np.testing.assert_allclose([bar.get_height() for bar in bars], probabilities)
+    colours = [bar.get_facecolor() for bar in bars]
+    others = [c for k, c in enumerate(colours) if k not in (3, 5)]
+    assert colours[3] not in others and colours[5] not in others
+    assert colours[3] != colours[5]
+    texts = [t.get_text() for t in bars_ax.texts]
+    assert "predicted 3\n55.00%" in texts and "true 5\n30.00%" in texts
+    assert figure.get_suptitle() == ("test[4] (TFDS order): predicted 3 (55.00%), "
+                                     "true label 5 (wrong)")
+    width, height = figure.get_size_inches() * figure.dpi
+    assert width >= 400
 
 
 def test_bad_plot_dir_or_no_matplotlib_is_refused_before_anything_is_written(
@@ -205,45 +201,39 @@ def test_evaluate_titles_the_confusion_matrix_with_run_split_step_accuracy(runs,
 
 
 def test_run_labels_add_parents_only_where_names_clash():
-    assert plot.run_labels(["/r/x/default", "/r/y/default", "/r/small"]) == [
+    assert figures.run_labels(["/r/x/default", "/r/y/default", "/r/small"]) == [
         "x/default", "y/default", "small"]
-    assert plot.run_labels(["/p/a/run", "/q/a/run"]) == ["p/a/run", "q/a/run"]
-    assert plot.run_labels(["runs/one/"]) == ["one"]
+    assert figures.run_labels(["/p/a/run", "/q/a/run"]) == ["p/a/run", "q/a/run"]
+    assert figures.run_labels(["runs/one/"]) == ["one"]
 
 
 def test_parse_workdirs_refuses_missing_and_repeated_runs(runs, tmp_path):
-    assert plot.parse_workdirs(f"{runs[0]}, {runs[1]}") == runs
+    assert figures.parse_workdirs(f"{runs[0]}, {runs[1]}") == runs
     with pytest.raises(UserError, match="^--workdir: .*nope does not exist"):
-        plot.parse_workdirs(f"{runs[0]},{tmp_path / 'nope'}")
+        figures.parse_workdirs(f"{runs[0]},{tmp_path / 'nope'}")
     with pytest.raises(UserError, match="^--workdir: .* is given twice"):
-        plot.parse_workdirs(f"{runs[0]},{runs[0]}/")
+        figures.parse_workdirs(f"{runs[0]},{runs[0]}/")
     with pytest.raises(UserError, match="^--workdir: required"):
-        plot.parse_workdirs(" , ")
+        figures.parse_workdirs(" , ")
 
 
 def test_several_runs_overlay_in_one_curves_png_named_in_the_legend(runs, tmp_path):
-    path = plot.plot_runs(runs, str(tmp_path / "compare"), log=lambda _: None)
+    path = figures.plot_runs(runs, str(tmp_path / "compare"), log=lambda _: None)
     assert path == str(tmp_path / "compare" / "curves.png")
     width, _ = png_size(path)
     assert width >= 400
-    figure = plot.curves_figure(runs)
-    try:
-        for ax in figure.axes:
-            labels = [text.get_text() for text in ax.get_legend().get_texts()]
-            assert labels == ["a/run train", "a/run validation", "b/run train",
-                              "b/run validation"]
-            # One colour per run: train and validation of a run share it.
-            colours = [line.get_color() for line in ax.get_lines()]
-            assert colours[0] == colours[1] != colours[2] == colours[3]
-    finally:
-        plot.import_pyplot().close(figure)
-    single = plot.curves_figure(runs[0])  # One run: as before, the legend names the splits.
-    try:
-        assert [t.get_text() for t in single.axes[0].get_legend().get_texts()] == [
-            "train", "validation"]
-        assert single.axes[0].get_title() == "loss (run)"
-    finally:
-        plot.import_pyplot().close(single)
+    figure = figures.curves_figure(runs)
+    for ax in figure.axes:
+        labels = [text.get_text() for text in ax.get_legend().get_texts()]
+        assert labels == ["a/run train", "a/run validation", "b/run train",
+                          "b/run validation"]
+        # One colour per run: train and validation of a run share it.
+        colours = [line.get_color() for line in ax.get_lines()]
+        assert colours[0] == colours[1] != colours[2] == colours[3]
+    single = figures.curves_figure(runs[0])  # One run: as before, the legend names the splits.
+    assert [t.get_text() for t in single.axes[0].get_legend().get_texts()] == [
+        "train", "validation"]
+    assert single.axes[0].get_title() == "loss (run)"
 
 
 # ----------------------------------------------------------------------------
@@ -317,3 +307,17 @@ def test_a_four_digit_count_fits_its_cell():
             cell_pixels = picture[top + r * cell + 4:top + (r + 1) * cell - 4,
                                   left + c * cell + 4:left + (c + 1) * cell - 4]
             assert (cell_pixels.min(axis=2) < 60).any(), (r, c)
+
+
+def test_pil_pictures_show_inline_and_match_the_arrays():
+    from mnist_tf import figures
+
+    matrix = np.diag([5, 3, 4, 6, 2, 7, 1, 8, 9, 4])
+    matrix[3, 5] = 2
+    picture = figures.confusion_matrix_picture(matrix, title="t")
+    assert isinstance(picture, Image.Image) and picture.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(picture),
+                                  images.confusion_matrix_image(matrix, title="t"))
+    shown = images.Picture(images.confusion_matrix_image(matrix), "d")._repr_png_()
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(shown))),
+                                  images.confusion_matrix_image(matrix))
