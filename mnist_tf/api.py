@@ -55,11 +55,16 @@ def _as_arguments(message: str) -> str:
     return _FLAG.sub(one, message).replace("flag ", "argument ").replace("flags", "arguments")
 
 
-def _translated(error: UserError) -> UserError:
-    """The same error (same class), its message speaking of arguments instead of flags."""
+def _translated(error: UserError, hint: str = "") -> UserError:
+    """The same error (same class), its message speaking of arguments instead of flags.
+
+    Args:
+        error: a library error worded for the command line.
+        hint: appended to the message (an API-only way out).
+    """
     translated = type(error).__new__(type(error))
     translated.__dict__.update(error.__dict__)
-    translated.args = (_as_arguments(str(error)),) + error.args[1:]
+    translated.args = (_as_arguments(str(error)) + hint,) + error.args[1:]
     return translated
 
 
@@ -292,12 +297,15 @@ class Classifier:
         from mnist_tf.inference import evaluate
         from mnist_tf.inference.quiet import quiet
 
-        with quiet():
-            return evaluate.evaluate_loaded(
-                self._loaded, self.workdir, split,
-                data_dir=None if data_dir is None else os.fspath(data_dir),
-                manual_dir=None if manual_dir is None else os.fspath(manual_dir),
-                allow_download=allow_download, log=log, write_files=write_files)
+        try:
+            with quiet():
+                return evaluate.evaluate_loaded(
+                    self._loaded, self.workdir, split,
+                    data_dir=None if data_dir is None else os.fspath(data_dir),
+                    manual_dir=None if manual_dir is None else os.fspath(manual_dir),
+                    allow_download=allow_download, log=log, write_files=write_files)
+        except UserError as e:
+            raise _translated(e) from None
 
     def export(self, export_dir: str | os.PathLike, overwrite: bool = False) -> dict:
         """Writes the model as a SavedModel, exactly as `python -m mnist_tf.export` does.
@@ -323,6 +331,13 @@ class Classifier:
         from mnist_tf.inference.quiet import quiet
 
         export_dir = os.path.abspath(os.fspath(export_dir))
+        try:
+            return self._export(export, quiet, export_dir, overwrite)
+        except UserError as e:
+            raise _translated(e, "" if overwrite else " (or pass overwrite=True)") from None
+
+    def _export(self, export, quiet, export_dir: str, overwrite: bool) -> dict:
+        """Exports to `export_dir`, first moving an existing export aside with `overwrite`."""
         with quiet():
             if not overwrite or not os.path.isdir(export_dir) or not os.listdir(export_dir):
                 return export.export_loaded(self._loaded, self.workdir, export_dir)

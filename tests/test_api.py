@@ -85,10 +85,9 @@ def test_import_and_train_config_do_not_load_tensorflow():
 
 def test_public_names_are_the_library_functions():
     from mnist_tf import config
-    from mnist_tf.training import trainer
 
     assert mnist_tf.TrainConfig is config.TrainConfig
-    assert mnist_tf.train_and_evaluate is trainer.train_and_evaluate
+    assert mnist_tf.train_and_evaluate is api.train_and_evaluate
     assert mnist_tf.load is api.load and mnist_tf.Classifier is api.Classifier
     with pytest.raises(AttributeError, match="no attribute 'predict_everything'"):
         mnist_tf.predict_everything  # noqa: B018
@@ -272,7 +271,14 @@ def test_export_writes_the_export_tools_saved_model(trained, classifier, test_sp
 
     with pytest.raises(UserError) as caught:  # Exports are never overwritten.
         classifier.export(tmp_path / "model")
-    assert_one_line_user_error(caught, "already exists and is not empty")
+    assert_one_line_user_error(caught, "already exists and is not empty", "overwrite=True")
+    assert "--" not in str(caught.value)
+
+    # Restart & Run All: overwrite=True replaces the export.
+    again = classifier.export(tmp_path / "model", overwrite=True)
+    assert again == info
+    assert json.loads((tmp_path / "model" / export.METADATA_FILE).read_text()) == info
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["by_tool", "model"]
 
 
 # ----------------------------------------------------------------------------
@@ -309,3 +315,58 @@ def test_readme_snippet_runs(small_data_dir, tmp_path, monkeypatch, capsys):
     assert os.path.isfile(tmp_path / "runs" / "notebook" / "results.json")
     assert os.path.isfile(tmp_path / "exports" / "notebook" / "saved_model.pb")
     assert "test accuracy" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------
+# The API leaves the caller's process as it found it.
+
+
+API_HYGIENE = """
+import os, sys
+before = dict(os.environ)
+from absl import flags
+import mnist_tf
+classifier = mnist_tf.load(sys.argv[1])
+classifier.predict(__import__("numpy").zeros((2, 28, 28), "uint8"))
+classifier.export(sys.argv[2])
+classifier.export(sys.argv[2], overwrite=True)
+entry_points = [m for m in ("cli", "train", "evaluate", "predict", "export", "plot")
+                if "mnist_tf." + m in sys.modules]
+print(dict(os.environ) == before, entry_points, list(flags.FLAGS), sep="|")
+"""
+
+
+def test_the_api_changes_no_environment_or_flags_and_is_quiet(trained, tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "MNIST_TF_VERBOSE")}
+    result = subprocess.run([sys.executable, "-c", API_HYGIENE, str(trained[0]),
+                             str(tmp_path / "export")],
+                            capture_output=True, text=True, env=env, check=False, timeout=300)
+    assert result.returncode == 0, result.stderr
+    unchanged, entry_points, defined = result.stdout.strip().split("|")
+    assert unchanged == "True"  # TF_CPP_MIN_LOG_LEVEL set only while TensorFlow loads.
+    assert entry_points == "[]"
+    assert "export_dir" not in defined and "workdir" not in defined
+    assert "INFO:tensorflow" not in result.stderr and "Assets written" not in result.stderr
+    assert "absl::InitializeLog" not in result.stderr
+
+
+def test_api_errors_name_arguments_not_flags(trained, small_data_dir):
+    config = mnist_tf.TrainConfig(**{**SMALL, "hidden_sizes": (8,)})
+    with pytest.raises(UserError) as caught:
+        mnist_tf.train_and_evaluate(config, str(trained[0]), data_dir=small_data_dir,
+                                    allow_download=False, log=quiet)
+    assert "--" not in str(caught.value), str(caught.value)
+    assert "hidden_sizes" in str(caught.value)
+
+
+def test_logging_levels_are_restored(classifier, test_split):
+    import logging as std_logging
+
+    logger = std_logging.getLogger("tensorflow")
+    logger.setLevel(std_logging.DEBUG)
+    try:
+        classifier.predict(test_split[0][:2])
+        assert logger.level == std_logging.DEBUG
+    finally:
+        logger.setLevel(std_logging.NOTSET)
