@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 
 from mnist_tf.constants import IMAGE_SIZE, NUM_CLASSES
@@ -170,7 +171,8 @@ def curves_figure(workdirs: str | list[str]):
 
     The held-out line is validation, or test for a run without a validation
     split (test is evaluated every epoch too). Both axes are linear and zoomed
-    to the data: accuracy starts just below its lowest value, not at 0.
+    to where the runs settle (`_settled`): loss from 0, accuracy from just
+    below its lowest settled value.
 
     With several runs each has its own colour (train solid, validation dashed)
     and the legend names it (`run_labels`). The x axis is epochs when every run
@@ -209,18 +211,31 @@ def curves_figure(workdirs: str | list[str]):
                      else f"{metric} ({run_labels(workdirs)[0]})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small" if several else None)
-    _zoom_accuracy(axes[1], curves)
+    _zoom(axes, curves)
     figure.tight_layout()
     return figure
 
 
-def _zoom_accuracy(ax, curves) -> None:
-    """Sets the accuracy axis from a round step below the lowest value drawn to just above 1."""
-    values = [v for runs, _ in curves for split in runs.values()
-              for _, v in split.get("accuracy", ())]
-    if values:
-        low = max(0.0, min(values) - 0.02)
-        ax.set_ylim(low - low % 0.01 if low > 0.1 else 0.0, 1.0 + 0.005)
+def _settled(runs: dict, metric: str) -> list[float]:
+    """The values a zoomed axis must show: held-out points, and training from the first one on.
+
+    Training's first steps (loss above 1, accuracy near chance) are drawn but
+    may run off the axis, so the axis resolves where the runs differ.
+    """
+    held_out = runs["validation"].get(metric) or runs["test"].get(metric) or []
+    start = held_out[0][0] if held_out else 0
+    return [v for _, v in held_out] + [v for s, v in runs["train"].get(metric, ()) if s >= start]
+
+
+def _zoom(axes, curves) -> None:
+    """Linear axes on the settled values: loss from 0, accuracy from a round step below them."""
+    losses = [v for runs, _ in curves for v in _settled(runs, "loss")]
+    if losses:
+        axes[0].set_ylim(0.0, max(losses) * 1.1)
+    accuracies = [v for runs, _ in curves for v in _settled(runs, "accuracy")]
+    if accuracies:
+        low = max(0.0, min(accuracies) - 0.02)
+        axes[1].set_ylim(math.floor(round(low * 100, 6)) / 100, 1.0 + 0.005)
 
 
 def plot_curves(workdirs: str | list[str], path: str) -> str:
