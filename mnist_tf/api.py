@@ -86,7 +86,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, **kwargs
     Raises:
         UserError: for settings, data or workdir problems, worded for Python.
     """
-    from mnist_tf.inference.quiet import quiet
+    from mnist_tf.quiet import quiet
 
     try:
         with quiet():
@@ -118,7 +118,7 @@ def load(workdir: str | os.PathLike, checkpoint: str | os.PathLike | None = None
         UserError: if the workdir does not exist or holds no trained run.
         CheckpointError: for a missing, damaged or mismatched checkpoint.
     """
-    from mnist_tf.inference.quiet import quiet
+    from mnist_tf.quiet import quiet
 
     workdir = os.path.abspath(os.fspath(workdir))
     checkpoint = None if checkpoint is None else os.fspath(checkpoint)
@@ -248,7 +248,7 @@ class Classifier:
         """
         from mnist_tf import inference
         from mnist_tf.inference.predict import predict_in_batches
-        from mnist_tf.inference.quiet import quiet
+        from mnist_tf.quiet import quiet
 
         pixels = to_model_input(images)
         with quiet():
@@ -295,7 +295,7 @@ class Classifier:
                 or data problems (`DataError`).
         """
         from mnist_tf.inference import evaluate
-        from mnist_tf.inference.quiet import quiet
+        from mnist_tf.quiet import quiet
 
         try:
             with quiet():
@@ -328,7 +328,7 @@ class Classifier:
             UserError: if `export_dir` is non-empty or cannot be created.
         """
         from mnist_tf.inference import export
-        from mnist_tf.inference.quiet import quiet
+        from mnist_tf.quiet import quiet
 
         export_dir = os.path.abspath(os.fspath(export_dir))
         try:

@@ -31,10 +31,9 @@ import socket
 import uuid
 from typing import TYPE_CHECKING
 
-from mnist_tf import disk, files
+from mnist_tf import disk, files, quiet
 from mnist_tf.constants import IMAGE_SIZE, normalize
 from mnist_tf.errors import UserError
-from mnist_tf.inference import quiet
 
 if TYPE_CHECKING:  # inference loads TensorFlow; only its type is needed here.
     from mnist_tf.inference import LoadedModel
