@@ -39,8 +39,8 @@ def model_input(images):
     """The model's float32 [N, 784] input: uint8 pixels normalised, floats taken as they are.
 
     The splits are held as uint8 (a quarter of float32's memory) and the
-    traced steps call this, so normalising costs one cast and one divide per
-    pixel inside the step. Float images (tests, callers who normalised
+    traced steps call this, so normalising costs one table lookup per pixel
+    inside the step (`normalize`). Float images (tests, callers who normalised
     already) are taken to be in [0, 1].
     """
     import tensorflow as tf
