@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -173,7 +174,7 @@ def to_model_input(images) -> np.ndarray:
                             f"{array.max()}; pass {PIXEL_RULE}")
         # The one normalisation training uses, so predictions match bit for bit
         # (with a warning for digits binarised to 0/1).
-        return preprocess.to_model_input(array)
+        return _warn_if_dark_on_light(np.asarray(preprocess.to_model_input(array)))
     if not np.isfinite(array).all():
         raise UserError("images: contains NaN or infinite values; pass finite pixels "
                         f"({PIXEL_RULE})")
@@ -181,7 +182,22 @@ def to_model_input(images) -> np.ndarray:
         hint = preprocess.float_range_hint(array.min(), array.max())
         raise UserError(f"images: float pixels must lie in [0, 1], got {array.min():g} to "
                         f"{array.max():g}{hint}; pass {PIXEL_RULE}")
-    return array.astype(np.float32).reshape(-1, NUM_PIXELS)
+    return _warn_if_dark_on_light(array.astype(np.float32).reshape(-1, NUM_PIXELS))
+
+
+def _warn_if_dark_on_light(pixels: np.ndarray) -> np.ndarray:
+    """Warns about images that are mostly bright: dark ink on paper, not MNIST's white on black.
+
+    Such an image gets a confident but meaningless answer; a warning (rather
+    than a silent guess) tells the caller to invert it or to pass the file.
+    """
+    bright = (pixels > 0.5).mean(axis=1) > 0.5 if len(pixels) else np.zeros(0, bool)
+    if bright.any():
+        warnings.warn(f"images: {int(bright.sum())} of {len(pixels)} images are mostly bright "
+                      "(dark digits on a light background?); the model expects white digits "
+                      "on black as in MNIST: pass 255 - images (or 1 - images), or the image "
+                      "file's path", UserWarning, stacklevel=3)
+    return pixels
 
 
 class Classifier:

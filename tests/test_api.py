@@ -370,3 +370,12 @@ def test_logging_levels_are_restored(classifier, test_split):
         assert logger.level == std_logging.DEBUG
     finally:
         logger.setLevel(std_logging.NOTSET)
+
+
+def test_dark_digits_on_light_paper_warn(classifier):
+    paper = np.full((1, 28, 28), 255, np.uint8)
+    paper[0, 10:18, 13:15] = 0
+    with pytest.warns(UserWarning, match="mostly bright"):
+        classifier.predict(paper)
+    with pytest.warns(UserWarning, match="mostly bright"):
+        classifier.predict(paper / 255.0)
