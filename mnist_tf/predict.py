@@ -136,7 +136,7 @@ def as_the_model_sees(model, image: np.ndarray) -> np.ndarray:
     from mnist_tf.constants import PIXEL_SCALE
     from mnist_tf.model.deskew import deskew
 
-    pixels = deskew(preprocess.to_model_input(image[None])).numpy().reshape(28, 28)
+    pixels = deskew(preprocess.to_model_input(image[None])).numpy().reshape(IMAGE_SIZE, IMAGE_SIZE)
     return np.clip(np.rint(pixels * PIXEL_SCALE), 0, 255).astype(np.uint8)
 
 
@@ -193,7 +193,7 @@ def load_test_example(data_dir: str, index: int):
         image, label = next(iter(dataset))
     except Exception as e:  # noqa: BLE001 - TFDS/TF raise many types on damaged data.
         raise DataError(f"cannot read test example {index} from {data_dir}: {e}") from None
-    return image.numpy().reshape(28, 28), int(label)
+    return image.numpy().reshape(IMAGE_SIZE, IMAGE_SIZE), int(label)
 
 
 def predict_test_example(model, data_dir: str, index: int) -> Prediction:

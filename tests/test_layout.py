@@ -70,7 +70,7 @@ LAYERS = (
                      "mnist_tf.workdir", "mnist_tf.devices", "mnist_tf.memory", "mnist_tf.disk")),
     ("model and data", ("mnist_tf.model", "mnist_tf.data")),
     ("maths and choices", ("mnist_tf.resample", "mnist_tf.random_hash", "mnist_tf.choices")),
-    ("foundations", ("mnist_tf.constants", "mnist_tf.errors", "mnist_tf.files")),
+    ("foundations", ("mnist_tf.constants", "mnist_tf.errors", "mnist_tf.files", "mnist_tf.quiet")),
 )
 
 

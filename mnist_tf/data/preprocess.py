@@ -54,10 +54,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_tf import files
-from mnist_tf.constants import PIXEL_SCALE, normalize
+from mnist_tf.constants import IMAGE_SIZE, PIXEL_SCALE, normalize
 from mnist_tf.errors import UserError
 
-FIELD_SIZE = 28  # MNIST's images are 28x28 ...
+FIELD_SIZE = IMAGE_SIZE  # MNIST's images are 28x28 ...
 BOX_SIZE = 20  # ... with the digit size-normalised to fit 20x20 ...
 CENTRE = 14.0  # ... and its centre of mass at pixel (14, 14).
 MIN_CONTRAST = 0.1  # Ink weaker than this (fraction of full scale) is no ink at all.

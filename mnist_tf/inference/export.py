@@ -266,7 +266,8 @@ def _verify(saved_dir: str, model) -> None:
     import numpy as np
     import tensorflow as tf
 
-    images = (np.arange(4 * 28 * 28) * 37 % 256).astype(np.uint8).reshape(4, 28, 28, 1)
+    shape = (4, IMAGE_SIZE, IMAGE_SIZE, 1)
+    images = (np.arange(np.prod(shape)) * 37 % 256).astype(np.uint8).reshape(shape)
     pixels = normalize(images)
     expected = tf.nn.softmax(model(pixels, training=False))
     signature = tf.saved_model.load(saved_dir).signatures[SIGNATURE_KEY]
