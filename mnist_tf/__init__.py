@@ -45,6 +45,10 @@ def __getattr__(name: str):
         # AttributeError (not ImportError) lets `from mnist_tf import cli` fall
         # back to importing the submodule.
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if module_name == "mnist_tf.api":
+        # TensorFlow is loaded now, with its C++ start-up lines filtered, so that
+        # a notebook's own later imports (tensorflow_datasets) stay quiet too.
+        importlib.import_module("mnist_tf.quiet").import_tensorflow()
     value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value  # Later lookups skip __getattr__.
     return value

@@ -220,10 +220,11 @@ def _settled(runs: dict, metric: str) -> list[float]:
     """The values a zoomed axis must show: held-out points, and training from the first one on.
 
     Training's first steps (loss above 1, accuracy near chance) are drawn but
-    may run off the axis, so the axis resolves where the runs differ.
+    may run off the axis, so the axis resolves where the runs differ. A run
+    evaluated once (a short run) has no settled part: all of training is shown.
     """
     held_out = runs["validation"].get(metric) or runs["test"].get(metric) or []
-    start = held_out[0][0] if held_out else 0
+    start = held_out[0][0] if len(held_out) > 1 else 0
     return [v for _, v in held_out] + [v for s, v in runs["train"].get(metric, ()) if s >= start]
 
 

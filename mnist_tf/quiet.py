@@ -23,6 +23,9 @@ _STARTUP_NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} |"
     r"E\d{4} .*(cuInit|cuda|CUDA))"
 )
+# TensorFlow's C++ INFO and WARNING lines ("I0000 00:00:1796.41 20584 service.cc:153] ..."),
+# written straight to file descriptor 2 while a call runs (XLA's start-up, tf.data).
+_CPP_INFO = re.compile(r"^[IW]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\]")
 
 
 def import_tensorflow() -> None:
@@ -33,24 +36,12 @@ def import_tensorflow() -> None:
     had = "TF_CPP_MIN_LOG_LEVEL" in os.environ
     old = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved = os.dup(2)
     try:
-        with tempfile.TemporaryFile(mode="w+b") as captured:
-            os.dup2(captured.fileno(), 2)
-            try:
-                import tensorflow as tf
+        with _filtered_stderr(_STARTUP_NOISE):
+            import tensorflow as tf
 
-                tf.config.list_logical_devices()  # Device start-up logs here.
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-                captured.seek(0)
-                for line in captured.read().decode(errors="replace").splitlines():
-                    if not _STARTUP_NOISE.match(line):
-                        print(line, file=sys.stderr)
+            tf.config.list_logical_devices()  # Device start-up logs here.
     finally:
-        os.close(saved)
         if had:
             os.environ["TF_CPP_MIN_LOG_LEVEL"] = old
         else:
@@ -58,8 +49,33 @@ def import_tensorflow() -> None:
 
 
 @contextlib.contextmanager
+def _filtered_stderr(noise: re.Pattern):
+    """Holds back what is written to file descriptor 2 in the block; writes back all but `noise`.
+
+    C++ code writes to the descriptor itself, past Python's `sys.stderr` (in
+    Jupyter, the kernel forwards the descriptor into the cell's output).
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile(mode="w+b") as captured:
+            os.dup2(captured.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                captured.seek(0)
+                for line in captured.read().decode(errors="replace").splitlines():
+                    if not noise.match(line):
+                        print(line, file=sys.stderr)
+    finally:
+        os.close(saved)
+
+
+@contextlib.contextmanager
 def quiet():
-    """Imports TensorFlow quietly and mutes its Python INFO logging until the block ends."""
+    """Imports TensorFlow quietly; mutes its Python INFO logs and C++ INFO lines in the block."""
     import_tensorflow()
     if os.environ.get("MNIST_TF_VERBOSE"):
         yield
@@ -73,7 +89,8 @@ def quiet():
         one.setLevel(logging.WARNING)
     absl_logging.set_verbosity(absl_logging.WARNING)
     try:
-        yield
+        with _filtered_stderr(_CPP_INFO):
+            yield
     finally:
         for one, level in zip(loggers, levels):
             one.setLevel(level)
