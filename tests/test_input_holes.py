@@ -17,7 +17,7 @@ import pytest
 from conftest import assert_usage_error, run_module, synthetic_digits
 from PIL import Image
 
-from mnist_tf import api, config, plot, predict
+from mnist_tf import api, config, figures, plot, predict
 from mnist_tf.config import ConfigError, TrainConfig
 from mnist_tf.data import preprocess
 from mnist_tf.errors import UserError
@@ -246,13 +246,13 @@ def test_a_picture_that_cannot_be_written_is_a_user_error(tmp_path):
 def test_plot_names_results_json_and_the_key_of_a_bad_value(tmp_path, text, fragment):
     (tmp_path / "results.json").write_text(text)
     with pytest.raises(UserError) as info:
-        plot._steps_per_epoch(str(tmp_path))
+        figures._steps_per_epoch(str(tmp_path))
     assert str(info.value).startswith(f"{tmp_path / 'results.json'}: {fragment}")
 
 
 def test_plot_reads_a_sound_or_missing_steps_per_epoch(tmp_path):
-    assert plot._steps_per_epoch(str(tmp_path)) is None  # Still training: no results.json.
+    assert figures._steps_per_epoch(str(tmp_path)) is None  # Still training: no results.json.
     (tmp_path / "results.json").write_text(json.dumps({"test_accuracy": 0.9}))
-    assert plot._steps_per_epoch(str(tmp_path)) is None
+    assert figures._steps_per_epoch(str(tmp_path)) is None
     (tmp_path / "results.json").write_text(json.dumps({"steps_per_epoch": 429}))
-    assert plot._steps_per_epoch(str(tmp_path)) == 429
+    assert figures._steps_per_epoch(str(tmp_path)) == 429
