@@ -50,7 +50,9 @@ def test_a_rerun_of_a_complete_run_changes_no_file_and_writes_its_evaluation_apa
     after = snapshot(workdir)
     fresh = json.loads(after.pop(workdirs.REEVALUATION_FILE))
     assert after == before  # Byte for byte, and no new file (no new event file either).
-    assert again == json.loads(before[workdirs.RESULTS_FILE])  # The record, returned as is.
+    # The record, returned as is; no training, so no history.
+    assert again.pop("history") == {}
+    assert again == json.loads(before[workdirs.RESULTS_FILE])
     assert fresh["global_step"] == 4 and fresh["checkpoint"].endswith("ckpt-4")
     assert fresh["params_sha256"] == first["params_sha256"]
     assert fresh["test_accuracy"] == first["test_accuracy"]
@@ -81,7 +83,11 @@ def test_a_longer_run_trains_on_and_a_run_without_results_is_finished(tmp_path):
     files = snapshot(workdir)
     assert json.loads(files[workdirs.RESULTS_FILE])["global_step"] == 6
     assert workdirs.REEVALUATION_FILE not in files
-    assert {path for path in files if "tfevents" in path} > events
+    # The runs' event files are kept and added to; the HParams session file (in
+    # the workdir itself) is replaced by one recording the latest configuration.
+    runs = {path for path in events if os.sep in path}
+    assert {path for path in files if "tfevents" in path and os.sep in path} > runs
+    assert len([path for path in files if "tfevents" in path and os.sep not in path]) == 1
 
     # A run that stopped between its last checkpoint and results.json is finished,
     # results.json included, not taken for complete.

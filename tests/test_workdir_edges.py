@@ -252,7 +252,7 @@ def test_an_image_path_that_is_a_symlink_loop_is_named_so(tmp_path):
 
 
 def test_divergence_names_weight_decay_and_a_run_that_saved_nothing():
-    run = SimpleNamespace(output=(None, None, 0, 0),
+    run = SimpleNamespace(output=SimpleNamespace(diverged_at=0),
                           config=TrainConfig(learning_rate=1e-3, weight_decay=50.0),
                           manager=SimpleNamespace(latest_checkpoint=None))
     with pytest.raises(TrainingDiverged) as info:
