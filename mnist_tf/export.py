@@ -1,25 +1,7 @@
 """Export a trained model as a SavedModel: `python -m mnist_tf.export --workdir=W --export_dir=E`.
 
-The SavedModel needs only TensorFlow to load (not this package):
-
-    model = tf.saved_model.load(E)
-    out = model.signatures["serving_default"](images=uint8_images)
-    out["probabilities"]  # float32 [N, 10]
-    out["classes"]        # int64 [N]
-
-One signature, `serving_default`, takes uint8 `images` of unknown rank and
-accepts both [N, 28, 28, 1] (TFDS's layout) and [N, 28, 28]; any other shape
-fails with InvalidArgumentError naming the shape it got. Pixels are
-normalised exactly as in training (x / 255, flattened to 784). The restored
-object's `serve` function takes the same argument positionally.
-
-`E/assets.extra/mnist_tf.json` records where the weights came from (workdir,
-checkpoint, step, hidden sizes); TensorFlow ignores that directory.
-
-The export is written into a temporary sibling of E and renamed into place,
-so E is either absent or complete, never half-written. The sibling's name,
-`.NAME.partial-HOST-PID-HEX`, says which process writes it: one left by a
-killed export is removed by the next export to the same place.
+What the SavedModel holds, how it is served and how it is written in place
+are described once, in `mnist_tf.inference.export`.
 """
 
 from __future__ import annotations
