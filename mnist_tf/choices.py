@@ -1,8 +1,9 @@
-"""The allowed values of the settings whose code needs TensorFlow, without TensorFlow.
+"""The allowed values of settings whose code needs TensorFlow, without TensorFlow.
 
-`mnist_tf.config` checks flags against these before TensorFlow loads; the
-modules that act on a value (`training.distribute`, `model.schedules`,
-`model.precision`, `devices`) import them from here, so imports point down.
+`mnist_tf.config` and the entry points check flags against these before
+TensorFlow loads; the modules that act on a value (`training.distribute`,
+`model.schedules`, `model.precision`, `devices`, `inference.evaluate`) import
+them from here, so imports point down.
 """
 
 import re
@@ -26,3 +27,7 @@ PRECISIONS = tuple(COMPUTE_DTYPES)
 # --device.
 DEVICE_CHOICES = ("auto", "cpu", "gpu", "gpu:N")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|gpu|gpu:\d+)$")
+
+# --split of `python -m mnist_tf.evaluate`: the held-out splits a checkpoint is
+# evaluated on (validation is carved from train as the run's config says).
+SPLITS = ("test", "validation")

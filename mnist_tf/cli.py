@@ -6,6 +6,7 @@ import os
 import re
 import sys
 import tempfile
+import textwrap
 
 from absl import app, flags
 
@@ -121,9 +122,18 @@ _HELP_ARGUMENTS = {"--help": "full", "-help": "full", "-h": "full", "-?": "full"
 def define_short_help(names: tuple[str, ...]) -> None:
     """Names the flags `--helpshort` lists, first in `--help`: the ones people change first.
 
-    Without it, `--helpshort` lists every flag of the entry point.
+    Called at the end of an entry point's define_*_flags, with a tuple declared
+    beside its flag definitions. Without it, `--helpshort` lists every flag of
+    the entry point.
+
+    Raises:
+        ValueError: for a name that is not a defined flag (a typo would
+            otherwise leave the flag out of the help silently).
     """
     global _SHORT_HELP
+    unknown = [name for name in names if name not in flags.FLAGS]
+    if unknown:
+        raise ValueError(f"define_short_help: no flag named {', '.join(unknown)}")
     _SHORT_HELP = tuple(names)
 
 
@@ -143,33 +153,35 @@ def _take_help_flags(argv: list[str]) -> tuple[list[str], str | None]:
 
 def _flag_lines(flag) -> list[str]:
     """One flag as absl writes it: `  --name: help`, wrapped, then its default."""
-    import textwrap
-
     name = f"[no]{flag.name}" if flag.boolean else flag.name
     default = flag.default_as_str if flag.default is not None else "None"
     return (textwrap.wrap(f"--{name}: {flag.help}", 96, initial_indent="  ",
                           subsequent_indent="    ") + [f"    (default: {default})"])
 
 
-def print_help(program: str, short: bool) -> None:
-    """Prints the entry point's usage line and flags to stdout (status 0 is the caller's).
+def print_help(module, short: bool) -> None:
+    """Prints an entry point's usage line and flags to stdout (exiting is the caller's).
 
     `--helpshort` lists the flags named by `define_short_help`; `--help` lists
     them first, then every other flag of the entry point, alphabetically.
+
+    Args:
+        module: the entry point's module (`sys.modules["__main__"]` when run);
+            its docstring's first line heads the page, and its key flags (the
+            ones it defined, `define_data_flags`' included) are listed.
+        short: list only the flags people change first.
     """
-    main = sys.modules["__main__"]
-    doc = (main.__doc__ or "").strip().splitlines()
-    print(doc[0] if doc else program)
-    module = getattr(main, "__spec__", None)
-    module_name = module.name if module else program
-    own = {f.name: f for f in flags.FLAGS.get_key_flags_for_module(sys.argv[0])}
-    own.update({f.name: f for f in flags.FLAGS.get_key_flags_for_module(module_name)})
-    first = [n for n in _SHORT_HELP if n in flags.FLAGS] or sorted(own)
+    doc = (module.__doc__ or "").strip().splitlines()
+    spec = getattr(module, "__spec__", None)
+    command = f"python -m {spec.name}" if spec else f"python {sys.argv[0]}"
+    print(doc[0] if doc else command)
+    own = {f.name: f for f in flags.FLAGS.get_key_flags_for_module(module)}
+    first = list(_SHORT_HELP) or sorted(own)
     print("\nThe flags people change first:" if _SHORT_HELP else "\nFlags:")
     for name in first:
         print("\n".join(_flag_lines(flags.FLAGS[name])))
     if short:
-        print(f"\nEvery flag: python -m {module_name} --help")
+        print(f"\nEvery flag: {command} --help")
         return
     rest = sorted(set(own) - set(first))
     if rest:
@@ -194,7 +206,7 @@ def parse_flags(argv: list[str]) -> list[str]:
             argv = expand_config_flags(argv)
         check_flagfiles(argv, _SHIPPED_CONFIG_FLAG)
         if wanted:  # After the flagfiles, so an unreadable one is reported first.
-            print_help(argv[0], short=wanted == "short")
+            print_help(sys.modules["__main__"], short=wanted == "short")
             sys.stdout.flush()
             os._exit(0)
         return flags.FLAGS(argv)

@@ -11,10 +11,12 @@ from __future__ import annotations
 from absl import flags, logging
 
 from mnist_tf import cli
+from mnist_tf.choices import SPLITS
 from mnist_tf.errors import UserError
 
 FLAGS = flags.FLAGS
-SPLITS = ("test", "validation")
+# The flags `--helpshort` lists, and `--help` lists first.
+SHORT_HELP = ("workdir", "split", "checkpoint", "data_dir")
 
 
 def define_evaluate_flags() -> None:
@@ -27,6 +29,7 @@ def define_evaluate_flags() -> None:
                       "Split to evaluate; validation is carved as the training run did.")
     cli.define_data_flags()
     flags.mark_flag_as_required("workdir")
+    cli.define_short_help(SHORT_HELP)
 
 
 def main(argv: list[str]) -> None:
@@ -36,6 +39,9 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.ERROR)
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+    import matplotlib  # Here, not at import: --help needs no matplotlib.
+
+    matplotlib.use("Agg")  # Only entry points pick a backend: this one writes files.
     cli.import_tensorflow_quietly()  # Before the library: it loads TensorFlow.
     from mnist_tf.inference.evaluate import evaluate_checkpoint, format_report
 
@@ -65,8 +71,5 @@ def __getattr__(name: str):
 
 
 if __name__ == "__main__":
-    import matplotlib
-
-    matplotlib.use("Agg")
     define_evaluate_flags()
     cli.run(main)

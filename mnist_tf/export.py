@@ -12,6 +12,8 @@ from mnist_tf import cli, files  # noqa: F401  (files: patched by tests)
 from mnist_tf.errors import UserError
 
 FLAGS = flags.FLAGS
+# The flags `--helpshort` lists, and `--help` lists first.
+SHORT_HELP = ("workdir", "export_dir")
 
 
 def define_export_flags() -> None:
@@ -25,6 +27,7 @@ def define_export_flags() -> None:
                         "(default: the workdir's latest).")
     flags.mark_flag_as_required("workdir")
     flags.mark_flag_as_required("export_dir")
+    cli.define_short_help(SHORT_HELP)
 
 
 def main(argv: list[str]) -> None:

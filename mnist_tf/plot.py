@@ -45,6 +45,8 @@ from mnist_tf.figures import (  # noqa: F401  Re-exported for callers of the ent
 )
 
 FLAGS = flags.FLAGS
+# The flags `--helpshort` lists, and `--help` lists first.
+SHORT_HELP = ("workdir", "output_dir", "checkpoint", "num_digits")
 
 
 def define_plot_flags() -> None:
@@ -61,6 +63,7 @@ def define_plot_flags() -> None:
     flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS's).")
     flags.DEFINE_boolean("download", True, "Allow TFDS's own download (see mnist_tf.train).")
     flags.DEFINE_integer("num_digits", 32, "How many test digits predictions.png shows.")
+    cli.define_short_help(SHORT_HELP)
 
 
 def import_pyplot():

@@ -27,6 +27,8 @@ from mnist_tf import cli, plot  # cli sets TF's log level before TF loads.
 from mnist_tf.errors import UserError
 
 FLAGS = flags.FLAGS
+# The flags `--helpshort` lists, and `--help` lists first.
+SHORT_HELP = ("workdir", "checkpoint", "test_index", "json", "plot_dir")
 
 
 def define_predict_flags() -> None:
@@ -57,6 +59,7 @@ def define_predict_flags() -> None:
                         "digit the model saw, enlarged, and a bar chart of the ten probabilities "
                         "with the prediction marked; named after the input, <file stem>.png or "
                         "test_N.png (_2, _3, ... added when two inputs share a name).")
+    cli.define_short_help(SHORT_HELP)
 
 
 def __getattr__(name: str):

@@ -15,6 +15,9 @@ from mnist_tf.config import CONFIGS_SUBDIR, TrainConfig, shipped_configs, train_
 from mnist_tf.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
+# The flags `--helpshort` lists, and `--help` lists first.
+SHORT_HELP = ("workdir", "config", "hidden_sizes", "epochs", "train_steps", "batch_size",
+              "learning_rate", "lr_schedule", "dropout", "weight_decay", "seed", "data_dir", "plot")
 # The absl definer of each `config.Flag.kind`.
 _DEFINE = {"boolean": flags.DEFINE_boolean, "integer": flags.DEFINE_integer,
            "float": flags.DEFINE_float, "string": flags.DEFINE_string}
@@ -41,9 +44,7 @@ def define_train_flags() -> None:
                          "workdir (python -m mnist_tf.plot; needs matplotlib).")
     for flag in train_flags():
         _DEFINE[flag.kind](flag.name, flag.default, flag.help)
-    cli.define_short_help(("workdir", "config", "flagfile", "hidden_sizes", "epochs",
-                           "train_steps", "batch_size", "learning_rate", "lr_schedule",
-                           "dropout", "weight_decay", "seed", "data_dir", "plot"))
+    cli.define_short_help(SHORT_HELP)
 
 
 def config_from_flags() -> TrainConfig:

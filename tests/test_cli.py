@@ -20,58 +20,93 @@ def train(*args, cwd=REPO, timeout=240):
 
 
 @cache
-def defined_flags() -> dict[str, set[str]]:
-    """Every flag each entry point's define_*_flags defines, by entry point (one subprocess)."""
+def help_pages() -> dict[str, dict]:
+    """Per entry point: the flags its define_*_flags defines, its SHORT_HELP, and the
+    --helpshort and --help pages as `cli.print_help` writes them (one subprocess for all)."""
     code = (
-        "import importlib, json\n"
+        "import contextlib, importlib, io, json\n"
         "from absl import flags\n"
-        "defined = {}\n"
+        "from mnist_tf import cli\n"
+        "pages = {}\n"
         f"for name in {ENTRY_POINTS!r}:\n"
         "    module = importlib.import_module('mnist_tf.' + name)\n"
         "    before = set(flags.FLAGS)\n"
         "    getattr(module, f'define_{name}_flags')()\n"
-        "    defined[name] = sorted(set(flags.FLAGS) - before)\n"
-        "    for flag in defined[name]:\n"
+        "    defined = sorted(set(flags.FLAGS) - before)\n"
+        "    pages[name] = {'defined': defined, 'short': list(module.SHORT_HELP)}\n"
+        "    for page, short in (('helpshort', True), ('help', False)):\n"
+        "        with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "            cli.print_help(module, short)\n"
+        "        pages[name][page] = out.getvalue()\n"
+        "    for flag in defined:\n"
         "        delattr(flags.FLAGS, flag)  # The next entry point defines its own.\n"
-        "print(json.dumps(defined))\n")
+        "print(json.dumps(pages))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                             text=True, timeout=120, check=True)
-    return {name: set(names) for name, names in json.loads(result.stdout).items()}
+    return json.loads(result.stdout)
 
 
-def helpshort_flags(module: str) -> set[str]:
-    """The flags `python -m module --helpshort` lists."""
-    result = run_module(module, "--helpshort")
-    assert result.returncode == 0, result.stderr
-    return set(re.findall(r"^  --(?:\[no\])?(\w+):", result.stdout, flags=re.M))
+def listed_flags(page: str) -> list[str]:
+    """The flags a help page lists, in its order."""
+    return re.findall(r"^  --(?:\[no\])?(\w+):", page, flags=re.M)
 
 
 TRAIN_FIRST_FLAGS = {"workdir", "config", "hidden_sizes", "epochs", "train_steps", "batch_size",
                      "learning_rate", "dropout", "seed", "data_dir"}
+IMPORTED = re.compile(r"^import time:.*\|\s+(tensorflow|matplotlib)(\.|$)", flags=re.M)
 
 
 @pytest.mark.parametrize("entry_point", ENTRY_POINTS)
-def test_helpshort_lists_the_flags_people_change_first(entry_point):
-    defined = defined_flags()[entry_point]
-    assert "workdir" in defined
+def test_helpshort_lists_the_flags_people_change_first_without_tensorflow(entry_point):
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", f"mnist_tf.{entry_point}", "--helpshort"],
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    pages = help_pages()[entry_point]
+    assert result.stdout == pages["helpshort"]  # So the in-process pages are the real ones.
+    assert listed_flags(result.stdout) == pages["short"]
+    assert f"python -m mnist_tf.{entry_point} --help" in result.stdout
+    # Help comes at once: neither TensorFlow nor matplotlib is loaded for it.
+    assert not IMPORTED.findall(result.stderr)
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_help_lists_every_flag_the_short_ones_first(entry_point):
+    pages = help_pages()[entry_point]
+    short, defined = pages["short"], set(pages["defined"])
+    assert short[0] == "workdir" and set(short) < defined
+    if entry_point == "train":
+        assert TRAIN_FIRST_FLAGS <= set(short) and len(short) <= 15
     if entry_point in ("train", "evaluate"):  # Defined for them by cli.define_data_flags.
         assert {"data_dir", "manual_dir", "download"} <= defined
-    listed = helpshort_flags(f"mnist_tf.{entry_point}")  # Exit status 0, checked there.
-    if entry_point == "train":
-        assert TRAIN_FIRST_FLAGS <= listed <= defined
-        assert len(listed) <= 15
-    else:
-        assert listed == defined
+    listed = listed_flags(pages["help"])
+    assert listed[:len(short)] == short
+    assert sorted(listed) == sorted(defined)  # Each flag once.
 
 
-@pytest.mark.parametrize("argument", ["--help", "-h", "--helpfull"])
-def test_help_lists_every_flag_short_ones_first_and_exits_0(argument):
-    result = train(argument)
+def test_help_exits_0():
+    result = train("--help")
     assert result.returncode == 0, result.stderr
-    listed = re.findall(r"^  --(?:\[no\])?(\w+):", result.stdout, flags=re.M)
-    assert set(listed) == defined_flags()["train"]
-    assert len(listed) == len(set(listed))
-    assert listed[0] == "workdir"
+    assert result.stdout == help_pages()["train"]["help"]
+
+
+def test_help_arguments():
+    from mnist_tf import cli
+
+    for argument in ("--help", "-help", "-h", "-?", "--helpfull", "-helpfull"):
+        assert cli._take_help_flags(["train", argument, "--epochs=2"]) == (
+            ["train", "--epochs=2"], "full")
+    for argument in ("--helpshort", "-helpshort"):
+        assert cli._take_help_flags(["train", argument]) == (["train"], "short")
+    # After "--", arguments are the program's, as absl reads them.
+    assert cli._take_help_flags(["train", "--", "--help"]) == (["train", "--", "--help"], None)
+
+
+def test_short_help_refuses_an_undefined_flag():
+    from mnist_tf import cli
+
+    with pytest.raises(ValueError, match="no_such_flag"):
+        cli.define_short_help(("no_such_flag",))
 
 
 def test_python_m_mnist_tf_lists_the_commands():
