@@ -26,11 +26,11 @@ from collections.abc import Callable
 import numpy as np
 
 from mnist_tf import disk, files
+from mnist_tf.choices import SPLITS
 from mnist_tf.errors import UserError
 from mnist_tf.inference import LoadedModel
 from mnist_tf.training import evaluation as training_evaluation
 
-SPLITS = ("test", "validation")
 EVAL_SUBDIR = "eval"  # A TensorBoard run in WORKDIR, beside train/, validation/, test/.
 
 
