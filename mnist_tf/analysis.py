@@ -1,4 +1,4 @@
-"""Classification analysis: predictions over a split, confusion matrix, per-class metrics."""
+"""Classification analysis: a split's predictions, confusion matrix, per-class metrics."""
 
 from __future__ import annotations
 
@@ -6,19 +6,19 @@ import dataclasses
 
 import numpy as np
 
-from mnist_tf.constants import NUM_CLASSES, model_input
-from mnist_tf.data.pipeline import Examples
+from mnist_tf.constants import NUM_CLASSES
 
 
 @dataclasses.dataclass(frozen=True)
 class Predictions:
-    """Model outputs over a whole split, for drawing predictions.
+    """Model outputs over a whole split, for drawing them (`inference.predict.predict_split`).
 
     Metrics (loss, accuracy for reports) come from
     `training.evaluation.evaluate`, not from these outputs.
 
     Attributes:
-        images: float32 [N, NUM_PIXELS] inputs in [0, 1].
+        images: the split's images as held: uint8 [N, NUM_PIXELS] pixels 0..255
+            (or floats already in [0, 1]).
         labels: int [N] true classes.
         probabilities: float32 [N, NUM_CLASSES].
     """
@@ -36,14 +36,6 @@ class Predictions:
     def accuracy(self) -> float:
         """Fraction of correct predictions."""
         return float((self.predicted == self.labels).mean())
-
-
-def predict_split(predict_fn, examples: Examples, batch_size: int = 1000) -> Predictions:
-    """Runs `predict_fn` (images -> probabilities) over a split, `batch_size` images at a time."""
-    probabilities = [predict_fn(model_input(examples.images[start:start + batch_size])).numpy()
-                     for start in range(0, len(examples), batch_size)]
-    return Predictions(examples.images.numpy(), examples.labels.numpy(),
-                       np.concatenate(probabilities))
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray,

@@ -6,11 +6,12 @@
     results = mnist_tf.train_and_evaluate(config, "runs/notebook")  # training.trainer's
     classifier = mnist_tf.load("runs/notebook")
     classifier.predict(uint8_images)["classes"]     # int64 [N]
+    classifier.predict("my_digit.png")["classes"]   # files as python -m mnist_tf.predict
     classifier.evaluate()["accuracy"]               # as python -m mnist_tf.evaluate
     classifier.export("exports/notebook")           # as python -m mnist_tf.export
 
 Everything goes through the functions the command-line tools use: restoring
-through `inference.load_model`, evaluation through `inference.evaluate.evaluate_loaded`,
+through `inference.restore.load_model`, evaluation through `inference.evaluate.evaluate_loaded`,
 export through `inference.export.export_loaded`, so a notebook and the command line
 report the same numbers and write the same SavedModel. Problems a user can
 fix raise `mnist_tf.errors.UserError` (or a subclass) with the command line's
@@ -22,26 +23,18 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mnist_tf.constants import IMAGE_SIZE, NUM_PIXELS
-from mnist_tf.data import preprocess
+from mnist_tf.data.preprocess import to_model_input
 from mnist_tf.errors import UserError
 
 if TYPE_CHECKING:  # These load TensorFlow; only their types are needed here.
     from mnist_tf.config import TrainConfig
-    from mnist_tf.inference import LoadedModel
+    from mnist_tf.inference.restore import LoadedModel
     from mnist_tf.model.mlp import MLP
-
-# What an image batch may look like after its leading N (one [28, 28] image is N = 1).
-IMAGE_TRAILING_SHAPES = ((IMAGE_SIZE, IMAGE_SIZE), (IMAGE_SIZE, IMAGE_SIZE, 1), (NUM_PIXELS,))
-IMAGE_SHAPES = "[N, 28, 28], [N, 28, 28, 1], [N, 784] or one [28, 28] image"
-PIXEL_RULE = "uint8 (or integer) pixels 0..255, or floats in [0, 1] (pixels / 255)"
-
 
 _FLAG = re.compile(r"--(no)?([a-z][a-z0-9_]*)(=)?")
 
@@ -101,7 +94,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, **kwargs
 def load(workdir: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> Classifier:
     """Restores a trained model from a training workdir.
 
-    The restore is training's own (`inference.load_model`): the architecture
+    The restore is training's own (`inference.restore.load_model`): the architecture
     comes from the workdir's config.json, every variable must match, and a
     damaged newest checkpoint falls back to the newest intact one (with a
     warning on stderr).
@@ -125,79 +118,11 @@ def load(workdir: str | os.PathLike, checkpoint: str | os.PathLike | None = None
     checkpoint = None if checkpoint is None else os.fspath(checkpoint)
     try:
         with quiet():
-            from mnist_tf import inference
+            from mnist_tf.inference.restore import load_model
 
-            return Classifier(inference.load_model(workdir, checkpoint), workdir)
+            return Classifier(load_model(workdir, checkpoint), workdir)
     except UserError as e:
         raise _translated(e) from None
-
-
-def to_model_input(images) -> np.ndarray:
-    """Checks images for `Classifier.predict` and returns the model's float32 [N, 784].
-
-    The rule for pixel values: integers are pixels 0..255 (MNIST's uint8, as
-    `keras.datasets.mnist.load_data()` gives them), normalised exactly as in
-    training (x / 255); floats are taken as already normalised and must lie in
-    [0, 1] (what notebooks get from `x / 255`). Floats are never rescaled by
-    guessing from their values: a batch of faint digits in 0..255 would look
-    normalised, so floats outside [0, 1] are refused instead.
-
-    Args:
-        images: an array (or nested list) of shape [N, 28, 28], [N, 28, 28, 1],
-            [N, 784], or one [28, 28] image (N = 1).
-
-    Returns:
-        float32 [N, 784] in [0, 1].
-
-    Raises:
-        UserError: for another shape, a non-numeric dtype, or values outside
-            the rule above; the one-line message says what to pass instead.
-    """
-    try:
-        array = np.asarray(images)
-    except (ValueError, TypeError) as e:  # Ragged nested lists, mostly.
-        problem = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"images: cannot be read as one array ({problem}); pass a numpy "
-                        f"array of shape {IMAGE_SHAPES}") from None
-    if array.shape == (IMAGE_SIZE, IMAGE_SIZE):
-        array = array[None]
-    elif array.shape[1:] not in IMAGE_TRAILING_SHAPES:
-        raise UserError(f"images: shape {list(array.shape)} is not {IMAGE_SHAPES}; resize the "
-                        "digits to 28x28 first (python -m mnist_tf.predict does that for "
-                        "image files)")
-    is_integer = np.issubdtype(array.dtype, np.integer)
-    if not (is_integer or np.issubdtype(array.dtype, np.floating)):  # bool, complex, str...
-        raise UserError(f"images: dtype {array.dtype} is not pixel data; pass {PIXEL_RULE}")
-    if is_integer:
-        if array.size and (array.min() < 0 or array.max() > 255):
-            raise UserError(f"images: integer pixels must lie in 0..255, got {array.min()} to "
-                            f"{array.max()}; pass {PIXEL_RULE}")
-        # The one normalisation training uses, so predictions match bit for bit
-        # (with a warning for digits binarised to 0/1).
-        return _warn_if_dark_on_light(np.asarray(preprocess.to_model_input(array)))
-    if not np.isfinite(array).all():
-        raise UserError("images: contains NaN or infinite values; pass finite pixels "
-                        f"({PIXEL_RULE})")
-    if array.size and (array.min() < 0 or array.max() > 1):
-        hint = preprocess.float_range_hint(array.min(), array.max())
-        raise UserError(f"images: float pixels must lie in [0, 1], got {array.min():g} to "
-                        f"{array.max():g}{hint}; pass {PIXEL_RULE}")
-    return _warn_if_dark_on_light(array.astype(np.float32).reshape(-1, NUM_PIXELS))
-
-
-def _warn_if_dark_on_light(pixels: np.ndarray) -> np.ndarray:
-    """Warns about images that are mostly bright: dark ink on paper, not MNIST's white on black.
-
-    Such an image gets a confident but meaningless answer; a warning (rather
-    than a silent guess) tells the caller to invert it or to pass the file.
-    """
-    bright = (pixels > 0.5).mean(axis=1) > 0.5 if len(pixels) else np.zeros(0, bool)
-    if bright.any():
-        warnings.warn(f"images: {int(bright.sum())} of {len(pixels)} images are mostly bright "
-                      "(dark digits on a light background?); the model expects white digits "
-                      "on black as in MNIST: pass 255 - images (or 1 - images), or the image "
-                      "file's path", UserWarning, stacklevel=3)
-    return pixels
 
 
 class Classifier:
@@ -207,7 +132,7 @@ class Classifier:
         """Wraps a restored model; use `mnist_tf.load(workdir)` to make one.
 
         Args:
-            loaded: the `inference.LoadedModel` restored from `workdir`.
+            loaded: the `inference.restore.LoadedModel` restored from `workdir`.
             workdir: the absolute path of the training workdir.
         """
         self._loaded = loaded
@@ -244,32 +169,40 @@ class Classifier:
                 f"hidden_sizes={list(self.config.hidden_sizes)}, weights={self.weights!r})")
 
     def predict(self, images) -> dict[str, np.ndarray]:
-        """Classifies digits.
+        """Classifies digits: arrays, image files or Pillow images.
+
+        Image files (a path, str or os.PathLike) and Pillow images are
+        prepared as `python -m mnist_tf.predict` prepares its files
+        (`mnist_tf.data.preprocess.prepare_file`: any size, dark ink on
+        paper or white on black, cropped, scaled and centred as in MNIST).
+        Arrays are taken as MNIST digits already: white ink on black,
+        centred; mostly bright arrays (dark ink on paper) get a warning.
 
         Args:
-            images: [N, 28, 28], [N, 28, 28, 1], [N, 784] or one [28, 28]
-                image; uint8 (or integer) pixels 0..255 are normalised as in
-                training (x / 255); floats are taken as already normalised and
-                must lie in [0, 1]. Digits are white ink on black, centred,
-                as in MNIST; `mnist_tf.data.preprocess.prepare_file(path)`
-                turns an image file into one (what `python -m mnist_tf.predict`
-                does).
+            images: a path, a Pillow image, or a list of them; or an array of
+                [N, 28, 28], [N, 28, 28, 1], [N, 784] or one [28, 28] image,
+                whose uint8 (or integer) pixels 0..255 are normalised as in
+                training (x / 255) and whose floats are taken as already
+                normalised and must lie in [0, 1]. All go through
+                `mnist_tf.data.preprocess.to_model_input`.
 
         Returns:
-            {"classes": int64 [N], "probabilities": float32 [N, 10]} (numpy).
+            {"classes": int64 [N], "probabilities": float32 [N, 10]} (numpy),
+            in the order of `images`.
 
         Raises:
-            UserError: for another shape, dtype or pixel range (see
-                `to_model_input`).
+            UserError: for an unusable image file (`ImageError`), a blank
+                Pillow image, or an array of another shape, dtype or pixel
+                range (see `to_model_input`).
         """
-        from mnist_tf import inference
         from mnist_tf.inference.predict import predict_in_batches
+        from mnist_tf.inference.restore import make_predict_fn
         from mnist_tf.quiet import quiet
 
         pixels = to_model_input(images)
         with quiet():
             if self._predict_fn is None:
-                self._predict_fn = inference.make_predict_fn(self.model)
+                self._predict_fn = make_predict_fn(self.model)
             probabilities = predict_in_batches(self._predict_fn, pixels,
                                                self.config.eval_batch_size)
         return {"classes": probabilities.argmax(axis=1).astype(np.int64),

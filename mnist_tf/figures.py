@@ -420,18 +420,18 @@ def plot_workdir(workdir: str, checkpoint: str | None = None, data_dir: str | No
             output directory, or data problems.
     """
     require_matplotlib()  # Fail before any other work if matplotlib is missing.
-    from mnist_tf import analysis, inference
     from mnist_tf.data import pipeline, sources
+    from mnist_tf.inference import predict, restore
 
     if not output_dir:
         check_workdir_writable(workdir)
-    loaded = inference.load_model(workdir, checkpoint)
+    loaded = restore.load_model(workdir, checkpoint)
     output_dir = make_output_dir(output_dir) if output_dir else workdir
     written = [plot_curves(workdir, os.path.join(output_dir, CURVES_FILE))]
     if splits is None:
         source = sources.ensure_mnist(data_dir, None, allow_download, log=log)
         splits = pipeline.load_splits(source.data_dir, loaded.config.validation_size)
-    predictions = analysis.predict_split(inference.make_predict_fn(loaded.model), splits.test)
+    predictions = predict.predict_split(restore.make_predict_fn(loaded.model), splits.test)
     written.append(plot_predictions(predictions, os.path.join(output_dir, PREDICTIONS_FILE),
                                     num_digits))
     for path in written:

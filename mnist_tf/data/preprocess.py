@@ -54,7 +54,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_tf import files
-from mnist_tf.constants import IMAGE_SIZE, PIXEL_SCALE, normalize
+from mnist_tf.constants import IMAGE_SIZE, NUM_PIXELS, PIXEL_SCALE, model_input
 from mnist_tf.errors import UserError
 
 FIELD_SIZE = IMAGE_SIZE  # MNIST's images are 28x28 ...
@@ -64,6 +64,10 @@ MIN_CONTRAST = 0.1  # Ink weaker than this (fraction of full scale) is no ink at
 NOISE_THRESHOLD = 0.2  # Ink below this fraction of the strongest ink is noise.
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _EIGHT_BIT_MODES = ("L", "LA", "P", "PA", "RGB", "RGBA")  # Pixel values 0..255 (not "1").
+# What an array of digits may look like after its leading N (one [28, 28] image is N = 1).
+IMAGE_TRAILING_SHAPES = ((IMAGE_SIZE, IMAGE_SIZE), (IMAGE_SIZE, IMAGE_SIZE, 1), (NUM_PIXELS,))
+IMAGE_SHAPES = "[N, 28, 28], [N, 28, 28, 1], [N, 784] or one [28, 28] image"
+PIXEL_RULE = "uint8 (or integer) pixels 0..255, or floats in [0, 1] (pixels / 255)"
 
 
 class ImageError(UserError):
@@ -383,16 +387,146 @@ def prepare_file(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(os.fspath(path), str(e)) from None
 
 
-def to_model_input(digits: np.ndarray) -> np.ndarray:
-    """Maps uint8 digits [N, 28, 28] to the model's float32 [N, 784] in [0, 1].
+def to_model_input(images) -> np.ndarray:
+    """Turns images into the model's float32 [N, 784] in [0, 1]: the one way in.
 
-    Bit-for-bit the same as training's `mnist_tf.data.preprocess` (uint8 / 255).
-    Integer digits whose pixels are only 0 and 1 are used as given, with a
-    warning (`warn_if_binarised`): every array of digits reaches the model
-    through here, so each gets it.
+    Image files and Pillow images are prepared as MNIST digits first
+    (`prepare_file`, `prepare_image`: what `python -m mnist_tf.predict`
+    does). Arrays are taken as digits already (white ink on black, centred)
+    and checked. The rule for their pixel values: integers are pixels 0..255
+    (MNIST's uint8, as `keras.datasets.mnist.load_data()` gives them);
+    floats are taken as already normalised and must lie in [0, 1] (what
+    notebooks get from `x / 255`). Floats are never rescaled by guessing from
+    their values: a batch of faint digits in 0..255 would look normalised, so
+    floats outside [0, 1] are refused instead.
+
+    Every path normalises through `constants.model_input` (integers through
+    `constants.normalize`'s lookup), the normalisation the traced training
+    and evaluation steps and the exported SavedModel use, so an image gives
+    the model the same input bit for bit wherever it comes from.
 
     Args:
-        digits: integer (uint8) pixels 0..255, [N, 28, 28] or [N, 784].
+        images: an image file path (str or os.PathLike), a Pillow image, or a
+            list of them; or an array (or nested list) of shape
+            [N, 28, 28], [N, 28, 28, 1], [N, 784], or one [28, 28] image (N = 1).
+
+    Returns:
+        float32 [N, 784] in [0, 1].
+
+    Raises:
+        ImageError: for an image file that cannot be used.
+        UserError: for a blank Pillow image, or an array of another shape, a
+            non-numeric dtype, or values outside the rule above; the one-line
+            message says what to pass instead.
+
+    Warns:
+        BinarisedImagesWarning: for integer digits holding only 0 and 1.
+        UserWarning: for arrays that are mostly bright (dark ink on paper).
     """
-    warn_if_binarised(digits)
-    return normalize(np.asarray(digits, dtype=np.uint8)).numpy()
+    digits = prepare_digits(images)
+    if digits is not None:
+        return _normalised(digits)
+    return _warn_if_dark_on_light(_normalised(check_images(images)))
+
+
+def prepare_digits(images) -> np.ndarray | None:
+    """Prepares a file path, a Pillow image, or a list of them; None for anything else.
+
+    Returns:
+        uint8 [N, 28, 28] digits, or None when `images` is not paths or Pillow images.
+
+    Raises:
+        ImageError: for an image file that cannot be used.
+        UserError: for a blank or non-finite Pillow image, or a list mixing
+            paths or Pillow images with arrays.
+    """
+    if isinstance(images, (str, os.PathLike, Image.Image)):
+        return _prepare_one(images, "images")[None]
+    if not isinstance(images, (list, tuple)):
+        return None
+    prepared = [isinstance(item, (str, os.PathLike, Image.Image)) for item in images]
+    if not any(prepared):
+        return None
+    if not all(prepared):
+        raise UserError("images: a list mixes image files or Pillow images with arrays; pass "
+                        "one kind: paths and Pillow images, or arrays of digits")
+    return np.stack([_prepare_one(item, f"images[{i}]") for i, item in enumerate(images)])
+
+
+def _prepare_one(item, name: str) -> np.ndarray:
+    """`prepare_file` for a path, `prepare_image` for a Pillow image (called `name` in errors)."""
+    if not isinstance(item, Image.Image):
+        return prepare_file(item)
+    try:
+        return prepare_image(item)
+    except (BlankImageError, PixelValueError) as e:
+        raise UserError(f"{name}: {e}") from None
+
+
+def check_images(images) -> np.ndarray:
+    """Checks an array of digits against the shapes and the pixel rule of `to_model_input`.
+
+    Returns:
+        The pixels as a numpy array with a leading N (one [28, 28] image gets N = 1),
+        integer or float, unchanged otherwise.
+
+    Raises:
+        UserError: for another shape, a non-numeric dtype, or values outside the rule.
+    """
+    try:
+        array = np.asarray(images)
+    except (ValueError, TypeError) as e:  # Ragged nested lists, mostly.
+        problem = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"images: cannot be read as one array ({problem}); pass a numpy "
+                        f"array of shape {IMAGE_SHAPES}") from None
+    if array.shape == (IMAGE_SIZE, IMAGE_SIZE):
+        array = array[None]
+    elif array.shape[1:] not in IMAGE_TRAILING_SHAPES:
+        raise UserError(f"images: shape {list(array.shape)} is not {IMAGE_SHAPES}; resize the "
+                        "digits to 28x28 first, or pass the image files' paths")
+    if np.issubdtype(array.dtype, np.integer):
+        if array.size and (array.min() < 0 or array.max() > PIXEL_SCALE):
+            raise UserError(f"images: integer pixels must lie in 0..255, got {array.min()} to "
+                            f"{array.max()}; pass {PIXEL_RULE}")
+        return array
+    if not np.issubdtype(array.dtype, np.floating):  # bool, complex, str...
+        raise UserError(f"images: dtype {array.dtype} is not pixel data; pass {PIXEL_RULE}")
+    if not np.isfinite(array).all():
+        raise UserError("images: contains NaN or infinite values; pass finite pixels "
+                        f"({PIXEL_RULE})")
+    if array.size and (array.min() < 0 or array.max() > 1):
+        hint = float_range_hint(array.min(), array.max())
+        raise UserError(f"images: float pixels must lie in [0, 1], got {array.min():g} to "
+                        f"{array.max():g}{hint}; pass {PIXEL_RULE}")
+    return array
+
+
+def _normalised(array: np.ndarray) -> np.ndarray:
+    """Checked digits [N, ...] -> float32 [N, 784]: `constants.model_input`'s rule.
+
+    Integers are uint8 pixels (checked to lie in 0..255), looked up as in
+    training, with a warning for digits binarised to 0/1; floats are already
+    in [0, 1] and only flattened.
+    """
+    if np.issubdtype(array.dtype, np.integer):
+        warn_if_binarised(array)
+        array = array.astype(np.uint8)
+    else:
+        array = array.astype(np.float32).reshape(-1, NUM_PIXELS)
+    return model_input(array).numpy()
+
+
+def _warn_if_dark_on_light(pixels: np.ndarray) -> np.ndarray:
+    """Warns about images that are mostly bright: dark ink on paper, not MNIST's white on black.
+
+    Such an image gets a confident but meaningless answer; a warning (rather
+    than a silent guess) tells the caller to invert it or to pass the file,
+    which `prepare_file` inverts.
+    """
+    bright = (pixels > 0.5).mean(axis=1) > 0.5 if len(pixels) else np.zeros(0, bool)
+    if bright.any():
+        warnings.warn(f"images: {int(bright.sum())} of {len(pixels)} images are mostly bright "
+                      "(dark digits on a light background?); the model expects white digits "
+                      "on black as in MNIST: pass 255 - images (or 1 - images), or the image "
+                      "file's path", UserWarning, stacklevel=_caller_stacklevel())
+    return pixels

@@ -68,16 +68,16 @@ def classify(model, digits) -> list[tuple[float, ...]]:
     """Returns the class probabilities of uint8 digits [N, 28, 28] (N may be 0).
 
     Args:
-        model: an `mnist_tf.model.mlp.MLP` (e.g. `inference.load_model(...).model`).
+        model: an `mnist_tf.model.mlp.MLP` (e.g. `inference.restore.load_model(...).model`).
         digits: uint8 array [N, 28, 28] (a sequence of [28, 28] arrays works too).
     """
-    from mnist_tf import inference
     from mnist_tf.inference.predict import predict_in_batches
+    from mnist_tf.inference.restore import make_predict_fn
 
     digits = np.asarray(digits, dtype=np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     if len(digits) == 0:
         return []
-    predict_fn = inference.make_predict_fn(model)  # input_signature [None, 784]: one trace.
+    predict_fn = make_predict_fn(model)  # input_signature [None, 784]: one trace.
     probabilities = predict_in_batches(predict_fn, preprocess.to_model_input(digits))
     return [tuple(float(p) for p in row) for row in probabilities.astype(float)]
 
@@ -338,10 +338,10 @@ def run(
     if plot_dir:
         plot_dir = files.make_directory(plot_dir, "--plot_dir")
 
-    from mnist_tf import inference
     from mnist_tf.data import sources
+    from mnist_tf.inference.restore import load_model
 
-    loaded = inference.load_model(workdir, checkpoint)
+    loaded = load_model(workdir, checkpoint)
     if test_index is not None:
         # Before the files, so that a bad --test_index fails fast. Only say where
         # the data comes from if it has to be prepared first, on `err` so that

@@ -28,7 +28,7 @@ import numpy as np
 from mnist_tf import disk, files
 from mnist_tf.choices import SPLITS
 from mnist_tf.errors import UserError
-from mnist_tf.inference import LoadedModel
+from mnist_tf.inference.restore import LoadedModel
 from mnist_tf.training import evaluation as training_evaluation
 
 EVAL_SUBDIR = "eval"  # A TensorBoard run in WORKDIR, beside train/, validation/, test/.
@@ -87,10 +87,10 @@ def evaluate_checkpoint(
     # evaluate_loaded checks it again; here it fails before the checkpoint loads.
     if split not in SPLITS:
         raise UserError(f"--split: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    from mnist_tf import inference
+    from mnist_tf.inference.restore import load_model
 
     workdir = os.path.abspath(workdir)
-    loaded = inference.load_model(workdir, checkpoint)
+    loaded = load_model(workdir, checkpoint)
     return evaluate_loaded(loaded, workdir, split, data_dir=data_dir, manual_dir=manual_dir,
                            allow_download=allow_download, splits=splits, log=log,
                            write_files=True)
@@ -113,7 +113,7 @@ def evaluate_loaded(
     both call this, so they report the same numbers.
 
     Args:
-        loaded: an `inference.LoadedModel` restored from `workdir`.
+        loaded: an `inference.restore.LoadedModel` restored from `workdir`.
         workdir: the training workdir it came from (named in errors; the
             files go there).
         split: "test" or "validation".

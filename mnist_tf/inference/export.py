@@ -36,7 +36,7 @@ from mnist_tf.constants import IMAGE_SIZE, normalize
 from mnist_tf.errors import UserError
 
 if TYPE_CHECKING:  # inference loads TensorFlow; only its type is needed here.
-    from mnist_tf.inference import LoadedModel
+    from mnist_tf.inference.restore import LoadedModel
 
 SIGNATURE_KEY = "serving_default"
 METADATA_FILE = os.path.join("assets.extra", "mnist_tf.json")
@@ -131,10 +131,10 @@ def export_model(workdir: str, export_dir: str, checkpoint: str | None = None) -
     # Checked before TensorFlow loads, so a refused export_dir fails at once.
     export_dir = _check_export_dir(export_dir)
     quiet.import_tensorflow()
-    from mnist_tf import inference
+    from mnist_tf.inference.restore import load_model
 
     workdir = os.path.abspath(workdir)
-    loaded = inference.load_model(workdir, checkpoint)
+    loaded = load_model(workdir, checkpoint)
     return export_loaded(loaded, workdir, export_dir)
 
 
@@ -145,7 +145,7 @@ def export_loaded(loaded: LoadedModel, workdir: str, export_dir: str) -> dict:
     call this, so they write the same SavedModel and metadata.
 
     Args:
-        loaded: an `inference.LoadedModel` restored from `workdir`.
+        loaded: an `inference.restore.LoadedModel` restored from `workdir`.
         workdir: the training workdir it came from (recorded in the metadata).
         export_dir: the SavedModel directory to create; it must not exist or be
             empty.
