@@ -46,6 +46,11 @@ def help_pages() -> dict[str, dict]:
     return json.loads(result.stdout)
 
 
+def defined_flags() -> dict[str, set[str]]:
+    """Every flag each entry point's define_*_flags defines, by entry point."""
+    return {name: set(pages["defined"]) for name, pages in help_pages().items()}
+
+
 def listed_flags(page: str) -> list[str]:
     """The flags a help page lists, in its order."""
     return re.findall(r"^  --(?:\[no\])?(\w+):", page, flags=re.M)
