@@ -212,6 +212,34 @@ def test_bad_images_are_one_line_user_errors(classifier, images, fragments):
     assert_one_line_user_error(caught, *fragments)
 
 
+def test_predict_takes_files_and_pillow_images_as_the_predict_tool_does(trained, classifier,
+                                                                     test_split, tmp_path):
+    import warnings
+
+    from PIL import Image
+
+    paths = []
+    for i in range(3):  # Test digits drawn dark on white, three times MNIST's size.
+        paths.append(tmp_path / f"digit_{i}.png")
+        Image.fromarray(255 - test_split[0][i, ..., 0]).resize((84, 84)).save(paths[-1])
+    # `python -m mnist_tf.predict`'s library path, on a separately restored model.
+    loaded = inference.load_model(str(trained[0]))
+    tool = predict.predict_files(loaded.model, [str(path) for path in paths])
+    for images in ([str(path) for path in paths], paths, [Image.open(path) for path in paths]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Prepared digits are white on black: no warning.
+            out = classifier.predict(images)
+        np.testing.assert_array_equal(out["classes"], [p.digit for p in tool])
+        np.testing.assert_allclose(out["probabilities"], [p.probabilities for p in tool],
+                                   atol=1e-6, rtol=0)
+    one = classifier.predict(str(paths[1]))
+    assert one["classes"].shape == (1,) and one["classes"][0] == tool[1].digit
+    assert classifier.predict(Image.open(paths[2]))["classes"][0] == tool[2].digit
+    with pytest.raises(UserError) as caught:
+        classifier.predict(str(tmp_path / "missing.png"))
+    assert_one_line_user_error(caught, "missing.png: no such file")
+
+
 # ----------------------------------------------------------------------------
 # evaluate and export: the command-line tools' results.
 

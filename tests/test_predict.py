@@ -326,12 +326,63 @@ def test_unusable_files_raise_image_errors(tmp_path, bad_files):
         assert problem in caught.value.problem and str(caught.value).startswith(path)
 
 
-def test_model_input_is_exactly_trainings_preprocessing():
-    digits = np.random.default_rng(0).integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
-    expected = digits.reshape(5, 784).astype(np.float32) / np.float32(255.0)
-    actual = preprocess.to_model_input(digits)
-    assert actual.dtype == np.float32 and actual.shape == (5, 784)
+_RNG = np.random.default_rng(0)
+# Every pixel value 0..255 on a mostly black field, as digits are (so no polarity warning).
+DIGITS = np.where(_RNG.random((5, 28, 28)) < 0.3,
+                  _RNG.integers(0, 256, size=(5, 28, 28)), 0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("layout", ["nhw", "nhwc", "flat", "one", "int64", "int32", "list",
+                                    "float32", "float64", "float_list"])
+def test_every_accepted_array_gives_trainings_model_input(layout):
+    from mnist_tf.constants import normalize
+
+    # Training holds uint8 pixels and its traced steps normalise them (constants.normalize).
+    assert len(np.unique(DIGITS)) == 256
+    training = normalize(DIGITS).numpy()
+    np.testing.assert_array_equal(training, DIGITS.reshape(5, 784) / np.float32(255.0))
+    images = {
+        "nhw": DIGITS,
+        "nhwc": DIGITS[..., None],
+        "flat": DIGITS.reshape(5, 784),
+        "one": DIGITS[0],
+        "int64": DIGITS.astype(np.int64),
+        "int32": DIGITS.astype(np.int32)[..., None],
+        "list": DIGITS.tolist(),
+        "float32": DIGITS.astype(np.float32) / np.float32(255),
+        "float64": DIGITS / 255.0,
+        "float_list": (DIGITS / 255.0).tolist(),
+    }[layout]
+    actual = preprocess.to_model_input(images)
+    expected = training[:1] if layout == "one" else training
+    assert actual.dtype == np.float32 and actual.shape == expected.shape
     np.testing.assert_array_equal(actual, expected)
+
+
+def test_files_and_pillow_images_are_prepared_as_the_predict_tool_prepares_them(tmp_path):
+    from mnist_tf.constants import normalize
+
+    paths = []
+    for digit, kind in ((3, FILE_KINDS[0]), (7, FILE_KINDS[-1])):
+        paths.append(str(write_digit_file(tmp_path / f"{digit}.png", digit, kind,
+                                          np.random.default_rng(digit))))
+    prepared = np.stack([preprocess.prepare_file(path) for path in paths])
+    expected = normalize(prepared).numpy()
+    np.testing.assert_array_equal(preprocess.to_model_input(paths), expected)
+    np.testing.assert_array_equal(preprocess.to_model_input(Path(paths[1])), expected[1:])
+    images = [Image.open(path) for path in paths]
+    np.testing.assert_array_equal(preprocess.to_model_input(images), expected)
+    np.testing.assert_array_equal(preprocess.to_model_input((paths[0], images[1])), expected)
+
+
+def test_unusable_files_and_images_are_one_line_user_errors(bad_files):
+    with pytest.raises(preprocess.ImageError, match="no such file"):
+        preprocess.to_model_input(bad_files["missing"])
+    with pytest.raises(UserError) as caught:
+        preprocess.to_model_input([Image.open(bad_files["blank"])])
+    assert str(caught.value).startswith("images[0]: no ink")
+    with pytest.raises(UserError, match="a list mixes image files"):
+        preprocess.to_model_input([bad_files["blank"], DIGITS[0]])
 
 
 # ----------------------------------------------------------------------------
@@ -388,6 +439,32 @@ def test_run_rejects_usage_errors(trained, digit_files, tmp_path):
         predict.run(str(tmp_path / "nowhere"), [path])
     with pytest.raises(CheckpointError, match="--checkpoint"):
         predict.run(trained[0], [path], checkpoint=str(tmp_path / "ckpt-1"))
+
+
+def test_bad_input_is_refused_before_tensorflow_loads(tmp_path):
+    # The library behind `python -m mnist_tf.predict` (and export) checks what it was
+    # given before TensorFlow's start-up: importing it loads no TensorFlow.
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    code = (
+        "import sys\n"
+        "from mnist_tf.errors import UserError\n"
+        "from mnist_tf.inference import classify, export\n"
+        f"for call in (lambda: classify.run({str(tmp_path)!r}, []),\n"
+        f"             lambda: classify.run({str(tmp_path)!r}, [], test_index=-1),\n"
+        f"             lambda: export.export_model({str(tmp_path)!r}, "
+        f"{str(tmp_path / 'full')!r})):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except UserError as e:\n"
+        "        print(e)\n"
+        "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 and "no image files given" in lines[0], lines
+    assert "--test_index: must be >= 0" in lines[1] and "not empty" in lines[2], lines
 
 
 def test_formats():
