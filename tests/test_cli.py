@@ -114,6 +114,15 @@ def test_short_help_refuses_an_undefined_flag():
         cli.define_short_help(("no_such_flag",))
 
 
+def test_the_evaluable_splits_are_declared_once():
+    from mnist_tf.choices import SPLITS
+
+    declared = [path.relative_to(REPO).as_posix() for path in (REPO / "mnist_tf").rglob("*.py")
+                if re.search(r"^SPLITS\s*=", path.read_text(), flags=re.M)]
+    assert declared == ["mnist_tf/choices.py"]
+    assert f"--split: <{'|'.join(SPLITS)}>:" in help_pages()["evaluate"]["help"]
+
+
 def test_python_m_mnist_tf_lists_the_commands():
     result = run_module("mnist_tf")
     assert result.returncode == 0, result.stderr
