@@ -5,7 +5,7 @@ import types
 import pytest
 
 from mnist_tf.config import TrainConfig
-from mnist_tf.training import runners, trainer
+from mnist_tf.training import actions, runners, trainer
 
 BATCH = 10
 SECONDS_PER_STEP = 0.5  # The fake runner's speed: 20 examples/s.
@@ -40,34 +40,34 @@ class FakeRunner:
         return runners.CallOutput(loss=0.5, gradients=[], diverged_at=-1, stop=False)
 
 
-def fake_run(clock, lines, scalars):
-    """What `train_loop` and its actions read of a `trainer.Run`; evaluating takes 100 s."""
-    run = types.SimpleNamespace(
-        config=TrainConfig(batch_size=BATCH, log_every_steps=5, histogram_every_steps=0),
-        total_steps=40, steps_per_epoch=20, runner=FakeRunner(clock), strategy=None,
-        target_reached=None, evaluations={}, evaluated_step=-1, saved_step=-1,
-        log=lines.append, learning_rate=lambda: 1e-3, loss_scale_scalars=lambda: {},
-        train_metrics=types.SimpleNamespace(result=lambda: {"loss": 0.5, "accuracy": 0.9},
-                                            reset=lambda: None),
-        writers=types.SimpleNamespace(
-            scalars=lambda run, step, values: scalars.append((run, step, values)),
-            logdir=lambda run: "unused", flush=lambda: None))
+class FakeEvaluator:
+    """Evaluates in 100 s of the fake clock."""
 
-    def evaluate(step):
-        clock.now += 100.0
-        run.evaluations = {"validation": {"loss": 0.4, "accuracy": 0.9}}
-        run.evaluated_step = step
+    def __init__(self, clock):
+        self.clock, self.evaluations, self.evaluated_step = clock, {}, -1
 
-    run.evaluate = evaluate
-    return run
+    def __call__(self, step, train=None):
+        self.clock.now += 100.0
+        self.evaluations = {"validation": {"loss": 0.4, "accuracy": 0.9}}
+        self.evaluated_step = step
+        return self.evaluations
 
 
 def test_evaluation_and_epoch_set_up_do_not_slow_the_progress_rate(monkeypatch):
     clock, lines, scalars = FakeClock(), [], []
     monkeypatch.setattr(trainer, "time", clock)
-    run = fake_run(clock, lines, scalars)
+    span = actions.Span(total_steps=40, steps_per_epoch=20)
+    metrics = types.SimpleNamespace(result=lambda: {"loss": 0.5, "accuracy": 0.9},
+                                    reset=lambda: None)
+    writers = types.SimpleNamespace(
+        scalars=lambda run, step, values: scalars.append((run, step, values)),
+        logdir=lambda run: "unused")
+    periodic = trainer.make_actions(
+        TrainConfig(batch_size=BATCH, log_every_steps=5, histogram_every_steps=0), span,
+        metrics=metrics, writers=writers, log=lines.append, state_scalars=dict, parameters={},
+        checkpointer=None, evaluator=FakeEvaluator(clock))
 
-    assert trainer.train_loop(run, 0) == 40
+    assert trainer.train_loop(FakeRunner(clock), span, periodic, 0) == 40
 
     progress = [line for line in lines if line.startswith("step ")]
     assert len(progress) == 8
@@ -77,7 +77,7 @@ def test_evaluation_and_epoch_set_up_do_not_slow_the_progress_rate(monkeypatch):
     assert all("| 20 examples/s |" in line for line in progress), progress
     rates = [values["examples_per_second"] for name, _, values in scalars if name == "train"]
     assert rates == pytest.approx([20.0] * 8)
-    assert run.steady_rate == pytest.approx(20.0)
+    assert periodic.progress.steady_rate() == pytest.approx(20.0)
     # The ETA: the examples left at that rate (200 after step 20: 10 s).
     assert progress[3].startswith("step 20/40") and progress[3].endswith("ETA 0:00:10")
     assert clock.now > 1000.0 + 2 * 100 + 2 * 30  # The slow parts did take their time.

@@ -357,11 +357,12 @@ from types import SimpleNamespace
 from mnist_tf import plot
 from mnist_tf.errors import UserError
 from mnist_tf.training import trainer
-run = SimpleNamespace(output=SimpleNamespace(diverged_at=0),
-                      config=SimpleNamespace(learning_rate=1e-3, weight_decay=0.0),
-                      manager=SimpleNamespace(latest_checkpoint="runs/x/checkpoints/ckpt-10"))
+output = SimpleNamespace(diverged_at=0)
+config = SimpleNamespace(learning_rate=1e-3, weight_decay=0.0)
 sys.modules["matplotlib"] = sys.modules["matplotlib.pyplot"] = None
-for check in (lambda: trainer._check_diverged(run, 13), plot.import_pyplot):
+for check in (lambda: trainer._check_diverged(output, 13, config,
+                                              "runs/x/checkpoints/ckpt-10"),
+              plot.import_pyplot):
     try:
         check()
     except UserError as e:

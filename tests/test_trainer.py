@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from mnist_tf.config import ConfigError, TrainConfig
 from mnist_tf.errors import CheckpointError
-from mnist_tf.training import checkpoints, runners, trainer
+from mnist_tf.training import actions, checkpoints, runners, trainer
 from mnist_tf.workdir import SUMMARY_SUBDIR
 
 # Without XLA (the default): these tests need the arithmetic, and compiling would
@@ -280,17 +280,16 @@ def test_eval_every_steps_and_stop_at_test_accuracy(tmp_path, small_data_dir):
 def test_plan_calls_matches_the_loops_calls():
     config = TrainConfig(steps_per_call=50, log_every_steps=100, checkpoint_every_steps=1000,
                          histogram_every_steps=0, profile_steps=(130, 140), eval_every_steps=0)
-    fake = types.SimpleNamespace(runner=types.SimpleNamespace(steps_per_call=50))
-    plan = trainer.plan_calls(fake, 0, 429, periodic_actions(config))
+    plan = trainer.plan_calls(50, 0, 429, periodic_actions(config))
     assert plan == [50, 50, 30, 10, 50, 10, 50, 50, 50, 50, 29]
 
 
 def periodic_actions(config, total_steps=4290, steps_per_epoch=429):
     """The trainer's actions over a stand-in run (no model needed to ask when they are due)."""
-    fake = types.SimpleNamespace(config=config, total_steps=total_steps,
-                                 steps_per_epoch=steps_per_epoch, log=print,
-                                 writers=types.SimpleNamespace(logdir=lambda run: "/nowhere"))
-    return trainer._make_actions(fake, stop_request=None)
+    return trainer.make_actions(
+        config, actions.Span(total_steps, steps_per_epoch), metrics=None,
+        writers=types.SimpleNamespace(logdir=lambda run: "/nowhere"), log=print,
+        state_scalars=None, parameters=None, checkpointer=None, evaluator=None)
 
 
 def test_next_stop_respects_every_boundary():
@@ -312,16 +311,17 @@ def test_next_stop_respects_every_boundary():
 def test_each_action_is_due_exactly_at_its_steps():
     config = TrainConfig(log_every_steps=100, checkpoint_every_steps=1000,
                          histogram_every_steps=0, eval_every_steps=300, profile_steps=(130, 140))
-    by_type = {type(a).__name__: a for a in periodic_actions(config, total_steps=1050)}
-    due = {name: [s for s in range(1, 1051) if a.due(s)] for name, a in by_type.items()
-           if name not in ("Preempt", "StopAtAccuracy")}
-    assert due["ReportProgress"] == [*range(100, 1001, 100), 1050]
-    assert due["WriteHistograms"] == []  # 0: never, not even at the end.
-    assert due["SaveCheckpoint"] == [1000]  # The last step's is saved after the loop.
-    assert due["Evaluate"] == sorted({*range(300, 1001, 300), *range(429, 1050, 429), 1050})
-    assert due["Profile"] == [130, 140]
-    every_third = periodic_actions(TrainConfig(eval_every_epochs=3), total_steps=3000)
-    evaluate = next(a for a in every_third if type(a).__name__ == "Evaluate")
+    periodic = periodic_actions(config, total_steps=1050)
+    due = {name: [s for s in range(1, 1051) if a.due(s)]
+           for name, a in periodic._asdict().items()}
+    assert due["progress"] == [*range(100, 1001, 100), 1050]
+    assert due["histograms"] == []  # 0: never, not even at the end.
+    assert due["checkpoint"] == [1000]  # The last step's is saved after the loop.
+    assert due["evaluate"] == sorted({*range(300, 1001, 300), *range(429, 1050, 429), 1050})
+    assert due["profile"] == [130, 140]
+    assert due["stop_at_accuracy"] == []  # No target.
+    assert due["preempt"] == list(range(1, 1050))  # After every call; it checks the vote.
+    evaluate = periodic_actions(TrainConfig(eval_every_epochs=3), total_steps=3000).evaluate
     assert [s for s in range(1, 3001) if evaluate.due(s)] == [1287, 2574, 3000]
 
 

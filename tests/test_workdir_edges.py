@@ -252,11 +252,9 @@ def test_an_image_path_that_is_a_symlink_loop_is_named_so(tmp_path):
 
 
 def test_divergence_names_weight_decay_and_a_run_that_saved_nothing():
-    run = SimpleNamespace(output=SimpleNamespace(diverged_at=0),
-                          config=TrainConfig(learning_rate=1e-3, weight_decay=50.0),
-                          manager=SimpleNamespace(latest_checkpoint=None))
     with pytest.raises(TrainingDiverged) as info:
-        trainer._check_diverged(run, 0)
+        trainer._check_diverged(SimpleNamespace(diverged_at=0), 0,
+                                TrainConfig(learning_rate=1e-3, weight_decay=50.0), None)
     message = str(info.value)
     assert "a lower --learning_rate (now 0.001) or --weight_decay (now 50)" in message
     assert message.endswith("nothing was saved after it, and no checkpoint was saved before it")

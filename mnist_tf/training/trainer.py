@@ -9,13 +9,14 @@ What it writes in the workdir is described in `mnist_tf.workdir`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import tensorflow as tf
@@ -53,66 +54,22 @@ def parameter_names(model) -> list[str]:
     return [f"{layer.name}/{kind}" for layer in model.layers for kind in ("kernel", "bias")]
 
 
-class Run:
-    """One training run's moving parts, shared by the loop and its periodic actions.
+class Checkpointer:
+    """Saves the `TrainState` through its checkpoint manager; remembers the newest step saved.
 
     Attributes:
-        config, state, runner, writers, manager, splits: the run's pieces.
-        total_steps, steps_per_epoch: its length.
-        output: the last call's `runners.CallOutput`.
-        evaluations: the latest {split: metrics}; evaluated_step: its step.
-        saved_step: the step of the newest checkpoint this process wrote
-            or restored (-1: none).
-        target_reached: set by `StopAtAccuracy`.
-        train_loss, train_accuracy: the latest progress interval's train
-            metrics (set by `ReportProgress`); None before the first.
-        history: one entry per evaluation of this process, as Keras'
-            `History.history`: lists keyed `epoch`, `step`, `train_loss`,
-            `train_accuracy` and `<split>_loss`, `<split>_accuracy` per
-            evaluated split.
+        manager: the `tf.train.CheckpointManager` of the run's checkpoints.
+        saved_step: the step of the newest checkpoint this process wrote or
+            restored (-1: none), so that a step is never saved twice.
     """
 
-    def __init__(self, config, state, strategy, splits, writers, manager, log, process_start,
-                 device=None):
-        self.config, self.state, self.strategy, self.splits = config, state, strategy, splits
-        self.writers, self.manager, self.log = writers, manager, log
-        self.process_start = process_start
-        self.steps_per_epoch = splits.num_train // config.batch_size
-        self.total_steps = config.train_steps or config.epochs * self.steps_per_epoch
-        self.schedule = make_schedule(config.lr_schedule, config.learning_rate,
-                                      config.warmup_steps, self.total_steps)
-        self.train_metrics = Metrics(name="train_metrics")
-        self.eval_metrics = Metrics(name="eval_metrics")
-        self.eval_step = make_eval_step(state.eval_model, self.eval_metrics, config.eval_batch_size,
-                                        config.jit_compile, splits.test.images.dtype)
-        named = {"validation": splits.validation, "test": splits.test}
-        self.eval_batches = {split: pipeline.eval_batches(examples, config.eval_batch_size)
-                             for split, examples in named.items() if examples is not None}
-        self.runner = make_runner(config, state, self.schedule, self.train_metrics, splits,
-                                   strategy, device, log)
-        self.output = None
-        self.evaluations, self.evaluated_step = {}, -1
-        self.saved_step, self.target_reached = -1, None
-        self.steady_rate = None  # Set by `train_loop` (ReportProgress).
-        self.train_loss = self.train_accuracy = None
-        self.history: dict[str, list] = {}
+    def __init__(self, manager: tf.train.CheckpointManager, saved_step: int = -1):
+        self.manager, self.saved_step = manager, saved_step
 
-    def learning_rate(self) -> float:
-        """The rate of the last update applied (the schedule follows Adam's step)."""
-        return float(self.schedule(tf.maximum(self.state.optimizer.step - 1, 0)))
-
-    def loss_scale_scalars(self) -> dict[str, float]:
-        """train/loss_scale (float16) and train/skipped_steps (when steps may be skipped)."""
-        loss_scale, scalars = self.state.loss_scale, {}
-        if loss_scale.enabled:
-            scalars["loss_scale"] = float(loss_scale.scale.numpy())
-        if loss_scale.enabled or loss_scale.skip_nonfinite:
-            scalars["skipped_steps"] = float(loss_scale.skipped_steps.numpy())
-        return scalars
-
-    def parameter_names(self) -> list[str]:
-        """Names of the model's parameters, for the histograms."""
-        return parameter_names(self.state.model)
+    @property
+    def latest(self) -> str | None:
+        """The newest checkpoint's path (None: none yet)."""
+        return self.manager.latest_checkpoint
 
     def save(self, step: int) -> None:
         """Saves the state as checkpoint `ckpt-<step>`; a failed save leaves no litter."""
@@ -122,15 +79,46 @@ class Run:
             self.manager.save(checkpoint_number=step)
         self.saved_step = step
 
-    def evaluate(self, step: int) -> None:
-        """Evaluates validation and test; the test split also gets its pictures.
 
-        A run without writers (the re-run of a complete run) writes no summaries.
+class Evaluator:
+    """Evaluates the held-out splits through the one traced eval step; keeps the history.
+
+    Attributes:
+        evaluations: the latest {split: metrics}; evaluated_step: its step (-1: none yet).
+        history: one entry per evaluation written to summaries, as Keras'
+            `History.history`: lists keyed `epoch`, `step`, `train_loss`,
+            `train_accuracy` and `<split>_loss`, `<split>_accuracy` per
+            evaluated split.
+    """
+
+    def __init__(self, config: TrainConfig, model, splits: pipeline.Splits, span: actions.Span,
+                 writers: SummaryWriters | None):
+        """Traces nothing yet; `writers` None (the re-run of a complete run): no summaries."""
+        self.metrics = Metrics(name="eval_metrics")
+        self.step_fn = make_eval_step(model, self.metrics, config.eval_batch_size,
+                                      config.jit_compile, splits.test.images.dtype)
+        named = {"validation": splits.validation, "test": splits.test}
+        self.batches = {split: pipeline.eval_batches(examples, config.eval_batch_size)
+                        for split, examples in named.items() if examples is not None}
+        self.span, self.writers = span, writers
+        self.evaluations: dict[str, dict] = {}
+        self.evaluated_step = -1
+        self.history: dict[str, list] = {}
+
+    def __call__(self, step: int, train: dict[str, float] | None = None) -> dict[str, dict]:
+        """Evaluates validation and test at `step`; the test split also gets its pictures.
+
+        Args:
+            step: the steps done.
+            train: the latest train {"loss", "accuracy"} for the history (None: none yet).
+
+        Returns:
+            {split: metrics}, also kept as `evaluations`.
         """
         results, writers = {}, self.writers
-        for split, batches in self.eval_batches.items():
+        for split, batches in self.batches.items():
             evaluation = evaluate(
-                self.eval_step, self.eval_metrics, batches,
+                self.step_fn, self.metrics, batches,
                 max_mistakes=(MAX_MISCLASSIFIED_IMAGES if split == "test" and writers is not None
                               else None))
             results[split] = evaluation.metrics
@@ -141,13 +129,14 @@ class Run:
                 writers.images(split, step, evaluation_images(evaluation))
         if writers is not None:
             writers.flush()
-            self._record_history(step, results)
+            self._record_history(step, results, train or {})
         self.evaluations, self.evaluated_step = results, step
+        return results
 
-    def _record_history(self, step: int, results: dict[str, dict]) -> None:
+    def _record_history(self, step: int, results: dict[str, dict], train: dict) -> None:
         """Appends one evaluation (and the latest train metrics) to `history`."""
-        entry = {"epoch": step / self.steps_per_epoch, "step": step,
-                 "train_loss": self.train_loss, "train_accuracy": self.train_accuracy}
+        entry = {"epoch": self.span.epochs(step), "step": step,
+                 "train_loss": train.get("loss"), "train_accuracy": train.get("accuracy")}
         for split, metrics in results.items():
             entry.update({f"{split}_loss": metrics["loss"],
                           f"{split}_accuracy": metrics["accuracy"]})
@@ -189,30 +178,74 @@ def make_runner(config, state, schedule, metrics, splits, strategy, device=None,
                                   zeros, config.jit_compile, config.steps_per_call, device)
 
 
-def _make_actions(run: Run, stop_request) -> list[actions.PeriodicAction]:
-    """The periodic actions, in the order they run at a step boundary."""
-    config = run.config
-    return [
-        actions.Profile(run, config.profile_steps),
-        actions.ReportProgress(run, config.log_every_steps),
-        actions.WriteHistograms(run, config.histogram_every_steps),
-        actions.SaveCheckpoint(run, config.checkpoint_every_steps),
-        actions.Evaluate(run, config.eval_every_steps, config.eval_every_epochs),
-        actions.StopAtAccuracy(run, config.stop_at_test_accuracy),
-        actions.Preempt(run, stop_request),
-    ]
+def make_actions(config: TrainConfig, span: actions.Span, *, metrics, writers, log, state_scalars,
+                 parameters, checkpointer, evaluator, stop_request=None, distributed=False,
+                 process_start=0.0) -> actions.Actions:
+    """The run's periodic actions, each given only the collaborators it uses.
+
+    Args:
+        config: the intervals, the batch size and the accuracy target.
+        span: the run's length.
+        metrics: the train `steps.Metrics` the progress lines read and reset.
+        writers: the run's `SummaryWriters`.
+        log: receives console lines.
+        state_scalars: the training state's scalars for the progress summaries.
+        parameters: {name: variable} of the model, for the histograms.
+        checkpointer: a `Checkpointer`.
+        evaluator: an `Evaluator`.
+        stop_request: polled for SIGTERM/SIGINT (None: never).
+        distributed: whether the stop is the step's all-reduced vote.
+        process_start: `time.time()` at process start, for `StopAtAccuracy`.
+    """
+    progress = actions.ReportProgress(config.log_every_steps, span, config.batch_size, metrics,
+                                      writers, log, state_scalars)
+    return actions.Actions(
+        profile=actions.Profile(config.profile_steps, writers.logdir("train"), log),
+        progress=progress,
+        histograms=actions.WriteHistograms(config.histogram_every_steps, span, writers,
+                                           parameters),
+        checkpoint=actions.SaveCheckpoint(config.checkpoint_every_steps, span, checkpointer),
+        evaluate=actions.Evaluate(config.eval_every_steps, config.eval_every_epochs, span,
+                                  evaluator, progress, log),
+        stop_at_accuracy=actions.StopAtAccuracy(config.stop_at_test_accuracy, evaluator, log,
+                                                process_start),
+        preempt=actions.Preempt(stop_request, checkpointer, span, distributed),
+    )
 
 
-def _check_diverged(run: Run, first: int) -> None:
-    """Raises `TrainingDiverged` if a step of the last call had a non-finite loss or gradient."""
-    diverged_at = int(run.output.diverged_at)
+def _state_scalars(state: train_state.TrainState, schedule) -> dict[str, float]:
+    """The state's train scalars: learning_rate, loss_scale and skipped_steps where they apply.
+
+    The learning rate is the last update's (the schedule follows Adam's
+    step); loss_scale under float16; skipped_steps when steps may be skipped.
+    """
+    loss_scale = state.loss_scale
+    scalars = {"learning_rate": float(schedule(tf.maximum(state.optimizer.step - 1, 0)))}
+    if loss_scale.enabled:
+        scalars["loss_scale"] = float(loss_scale.scale.numpy())
+    if loss_scale.enabled or loss_scale.skip_nonfinite:
+        scalars["skipped_steps"] = float(loss_scale.skipped_steps.numpy())
+    return scalars
+
+
+def _check_diverged(output: runners.CallOutput, first: int, config: TrainConfig,
+                    kept: str | None) -> None:
+    """Raises `TrainingDiverged` if a step of the call from step `first` was not finite.
+
+    Args:
+        output: the call's output; its `diverged_at` is the index of the first
+            step with a non-finite loss or gradient (-1: none).
+        first: the steps done before the call.
+        config: the run's configuration, for the causes the message names.
+        kept: the newest checkpoint (None: none was saved).
+    """
+    diverged_at = int(output.diverged_at)
     if diverged_at < 0:
         return
-    step, config = first + diverged_at + 1, run.config
+    step = first + diverged_at + 1
     # Weight decay adds weight_decay * w to every gradient: large, it alone diverges.
     causes = " or ".join(f"--{name} (now {getattr(config, name):g})" for name in
                          ("learning_rate", "weight_decay") if getattr(config, name))
-    kept = run.manager.latest_checkpoint
     raise TrainingDiverged(
         f"the training loss or its gradients are not finite at step {step} (the run "
         f"diverged: train afresh in another --workdir with a lower {causes}, or resume "
@@ -222,7 +255,7 @@ def _check_diverged(run: Run, first: int) -> None:
 
 
 def next_stop(step: int, epoch_end: int, steps_per_call: int,
-              periodic: list[actions.PeriodicAction]) -> int:
+              periodic: Iterable[actions.PeriodicAction]) -> int:
     """Where the next traced call ends: at most `steps_per_call` steps on.
 
     Never past the epoch's end nor past any action's next due step, so each
@@ -232,53 +265,61 @@ def next_stop(step: int, epoch_end: int, steps_per_call: int,
     return min([epoch_end, step + steps_per_call] + [due for due in dues if due is not None])
 
 
-def plan_calls(run: Run, step: int, epoch_end: int,
-               periodic: list[actions.PeriodicAction]) -> list[int]:
+def plan_calls(steps_per_call: int, step: int, epoch_end: int,
+               periodic: Iterable[actions.PeriodicAction]) -> list[int]:
     """The steps of each call from `step` to `epoch_end`, as `train_loop` will make them."""
     counts = []
     while step < epoch_end:
-        stop = next_stop(step, epoch_end, run.runner.steps_per_call, periodic)
+        stop = next_stop(step, epoch_end, steps_per_call, periodic)
         counts.append(stop - step)
         step = stop
     return counts
 
 
-def train_loop(run: Run, step: int, stop_request=None) -> int:
-    """Trains from `step` to the run's end (or an early stop); returns the step reached.
+def train_loop(runner, span: actions.Span, periodic: actions.Actions, step: int,
+               check: Callable[[runners.CallOutput, int], None] | None = None) -> int:
+    """Trains from `step` to the span's end (or an early stop); returns the step reached.
 
     Each traced call runs up to `steps_per_call` steps and ends exactly where
-    an action is due or the epoch ends; then every due action runs.
+    an action is due or the epoch ends; then `check(output, first step)`
+    (the divergence check) and every due action `action(step, output)` run.
+    The loop stops early once `periodic.stop_at_accuracy.reached` is set.
+
+    Args:
+        runner: one of `runners`' runners (`make_runner`).
+        span: the run's length.
+        periodic: the run's actions (`make_actions`).
+        step: the steps already done.
+        check: called with each call's output and its first step; may raise.
     """
-    periodic = _make_actions(run, stop_request)
-    named = {type(action): action for action in periodic}
-    profile, progress = named[actions.Profile], named[actions.ReportProgress]
-    preempt = named[actions.Preempt]
+    progress, target = periodic.progress, periodic.stop_at_accuracy
     for action in periodic:
         action.begin(step)
     try:
-        while step < run.total_steps and run.target_reached is None:
-            epoch, offset = divmod(step, run.steps_per_epoch)
-            epoch_end = min((epoch + 1) * run.steps_per_epoch, run.total_steps)
-            run.runner.start_epoch(epoch, offset, plan_calls(run, step, epoch_end, periodic))
-            while step < epoch_end and run.target_reached is None:
-                stop = next_stop(step, epoch_end, run.runner.steps_per_call, periodic)
+        while step < span.total_steps and target.reached is None:
+            epoch, offset = divmod(step, span.steps_per_epoch)
+            epoch_end = min((epoch + 1) * span.steps_per_epoch, span.total_steps)
+            runner.start_epoch(epoch, offset,
+                               plan_calls(runner.steps_per_call, step, epoch_end, periodic))
+            while step < epoch_end and target.reached is None:
+                stop = next_stop(step, epoch_end, runner.steps_per_call, periodic)
                 call_start = time.perf_counter()
-                run.output = run.runner(step - epoch * run.steps_per_epoch, stop - step,
-                                        preempt.vote())
+                output = runner(step - epoch * span.steps_per_epoch, stop - step,
+                                periodic.preempt.vote())
                 # Reading an output waits for the call's work (a GPU call returns
                 # once queued), so the progress rate counts the call's whole time.
-                int(run.output.diverged_at)
+                int(output.diverged_at)
                 progress.count(time.perf_counter() - call_start)
-                if run.config.nan_policy == "stop":
-                    _check_diverged(run, step)
+                if check is not None:
+                    check(output, step)
                 step = stop
                 for action in periodic:
                     if action.due(step):
-                        action(step)
+                        action(step, output)
     finally:
         # Also on errors: a profiler left running would refuse the next start.
-        profile.window.stop()
-    run.steady_rate = progress.steady_rate()
+        for action in periodic:
+            action.end()
     return step
 
 
@@ -315,8 +356,8 @@ def train_and_evaluate(
     Returns:
         The results, also written to `workdir/results.json` (by the chief),
         except `history`: the per-evaluation metrics of this process's
-        training (`Run.history`), returned only, since a resumed run's earlier
-        evaluations are not in its checkpoint ({} for the re-run of a
+        training (`Evaluator.history`), returned only, since a resumed run's
+        earlier evaluations are not in its checkpoint ({} for the re-run of a
         complete run, which trains nothing).
 
     Raises:
@@ -346,43 +387,77 @@ def train_and_evaluate(
     lock = workdirs.lock(workdir) if chief else contextlib.nullcontext()
     try:
         with lock, tf.device(device):
-            # Checked against the configuration the checkpoints carry: deleting
-            # or editing config.json cannot make a contradicting resume pass.
-            recorded, recorded_in = train_state.recorded_config(workdir)
-            workdirs.check_resume(workdir, config, recorded, recorded_in)
-            if chief and not os.path.exists(os.path.join(workdir, workdirs.CONFIG_FILE)):
-                # Marks the workdir as a run's at once (the recorded run's, if it was deleted).
-                workdirs.write_config(workdir, recorded or config)
-            set_seeds(config.seed, config.deterministic)
-            source, splits = _load_data(config, splits, data_dir, manual_dir, allow_download, log)
-            state = train_state.TrainState(config, strategy)
-            restored = train_state.restore(state, workdir, log=log)
-            # Restored from the shared workdir; a worker other than the chief saves to scratch.
-            manager = train_state.make_manager(state, write_dir, config.keep_checkpoints, log)
-            run = Run(config, state, strategy, splits, None, manager, log, process_start,
-                      device)
-            recorded = _recorded_results(run, workdir, restored)
-            _log_setup(run, device, restored, complete=recorded is not None)
-            if recorded is not None:  # Nothing left to train: the run's record stays as is.
-                return {**_reevaluate(run, recorded, workdir, restored, chief), "history": {}}
-            # (Created only now: a writer creates its event file at once.)
-            run.writers = writers = SummaryWriters(write_dir)
-            workdirs.write_config(write_dir, config)
-            try:
-                results = _train_and_finish(run, source, restored, stop_request)
-            except preemption.Stopped as stopped:
-                if chief:
-                    raise
-                # This worker's checkpoint is in its scratch directory, deleted
-                # below; the run's is the chief's, saved at the same step.
-                raise preemption.Stopped(stopped.signum, stopped.step, os.path.join(
-                    workdir, workdirs.CHECKPOINT_SUBDIR, f"ckpt-{stopped.step}")) from None
-            finally:
-                writers.close()  # Also on errors: the events written so far are kept.
-            return _report(run, results, write_dir, workdir)
+            load_data = functools.partial(_load_data, config, splits, data_dir, manual_dir,
+                                          allow_download, log)
+            return _run_in_workdir(config, workdir, write_dir, device, strategy, load_data,
+                                   log, process_start, stop_request)
     finally:
         if not chief:
             shutil.rmtree(write_dir, ignore_errors=True)
+
+
+def _run_in_workdir(config: TrainConfig, workdir: str, write_dir: str, device: str, strategy,
+                    load_data, log, process_start: float, stop_request) -> dict:
+    """Trains, finishes or re-evaluates the run in the locked `workdir`; returns the results.
+
+    `write_dir` is `workdir` for the chief, a scratch directory for the others.
+    """
+    chief = write_dir == workdir
+    # Checked against the configuration the checkpoints carry: deleting
+    # or editing config.json cannot make a contradicting resume pass.
+    recorded, recorded_in = train_state.recorded_config(workdir)
+    workdirs.check_resume(workdir, config, recorded, recorded_in)
+    if chief and not os.path.exists(os.path.join(workdir, workdirs.CONFIG_FILE)):
+        # Marks the workdir as a run's at once (the recorded run's, if it was deleted).
+        workdirs.write_config(workdir, recorded or config)
+    set_seeds(config.seed, config.deterministic)
+    source, splits = load_data()
+    state = train_state.TrainState(config, strategy)
+    restored = train_state.restore(state, workdir, log=log)
+    # Restored from the shared workdir; a worker other than the chief saves to scratch.
+    checkpointer = Checkpointer(
+        train_state.make_manager(state, write_dir, config.keep_checkpoints, log),
+        saved_step=state.step if restored else -1)
+    steps_per_epoch = splits.num_train // config.batch_size
+    span = actions.Span(config.train_steps or config.epochs * steps_per_epoch, steps_per_epoch)
+    schedule = make_schedule(config.lr_schedule, config.learning_rate, config.warmup_steps,
+                             span.total_steps)
+    metrics = Metrics(name="train_metrics")
+    runner = make_runner(config, state, schedule, metrics, splits, strategy, device, log)
+    complete = _recorded_results(state.step, span, workdir, restored)
+    _log_setup(config, state, span, splits, device, strategy, restored, log,
+               complete=complete is not None)
+    if complete is not None:  # Nothing left to train: the run's record stays as is.
+        evaluator = Evaluator(config, state.eval_model, splits, span, writers=None)
+        return {**_reevaluate(config, state, span, evaluator, complete, workdir, restored,
+                              chief, log), "history": {}}
+    # (Created only now: a writer creates its event file at once.)
+    writers = SummaryWriters(write_dir)
+    workdirs.write_config(write_dir, config)
+    try:
+        evaluator = Evaluator(config, state.eval_model, splits, span, writers)
+        _write_preamble(writers, config, state, runner, log)
+        periodic = make_actions(
+            config, span, metrics=metrics, writers=writers, log=log,
+            state_scalars=functools.partial(_state_scalars, state, schedule),
+            parameters=dict(zip(parameter_names(state.model), state.model.parameters())),
+            checkpointer=checkpointer, evaluator=evaluator, stop_request=stop_request,
+            distributed=strategy is not None, process_start=process_start)
+        metrics.reset()
+        step = _train_to_end(config, state.step, runner, span, periodic, evaluator,
+                             checkpointer, log, stop_request)
+        results = _results(config, state, span, step, source, evaluator, checkpointer, periodic,
+                           process_start)
+    except preemption.Stopped as stopped:
+        if chief:
+            raise
+        # This worker's checkpoint is in its scratch directory, deleted
+        # below; the run's is the chief's, saved at the same step.
+        raise preemption.Stopped(stopped.signum, stopped.step, os.path.join(
+            workdir, workdirs.CHECKPOINT_SUBDIR, f"ckpt-{stopped.step}")) from None
+    finally:
+        writers.close()  # Also on errors: the events written so far are kept.
+    return _report(results, write_dir, workdir, log)
 
 
 def _load_data(config, splits, data_dir, manual_dir, allow_download, log):
@@ -397,86 +472,98 @@ def _load_data(config, splits, data_dir, manual_dir, allow_download, log):
     return source, splits
 
 
-def _log_setup(run: Run, device: str, restored: str | None, complete: bool = False) -> None:
+def _log_setup(config: TrainConfig, state, span: actions.Span, splits: pipeline.Splits,
+               device: str, strategy, restored: str | None, log, complete: bool = False) -> None:
     """Logs where the run resumes, its device, distribution, precision and model."""
-    config, state, log = run.config, run.state, run.log
     if restored:
-        log(f"Restored {restored}: the run is complete (step {state.step} of {run.total_steps})"
+        log(f"Restored {restored}: the run is complete (step {state.step} of {span.total_steps})"
             if complete else f"Resuming from {restored} at step {state.step}")
     log(f"Device: {devices.describe(device)}" + (
         "; TF32 matmuls on" if config.enable_tensor_float_32 and device.startswith("/GPU")
         else ""))
-    if run.strategy is not None:
-        log(f"Distribution: {distribute.describe(run.strategy)}; global batch "
-            f"{config.batch_size}, {config.batch_size // run.strategy.num_replicas_in_sync} "
+    if strategy is not None:
+        log(f"Distribution: {distribute.describe(strategy)}; global batch "
+            f"{config.batch_size}, {config.batch_size // strategy.num_replicas_in_sync} "
             "per replica")
     mixed = policy(config.precision)
     log(f"Precision: {mixed.name} (compute {mixed.compute_dtype.name}, weights float32"
         + (f", dynamic loss scale {float(state.loss_scale.scale.numpy()):g}"
            if mixed.loss_scaling else "") + ")")
-    splits = run.splits
     log(f"Model: {state.model.num_parameters():,} parameters, hidden sizes "
         f"{list(config.hidden_sizes)}; {splits.num_train} train / {splits.num_validation} "
-        f"validation / {splits.num_test} test examples; {run.steps_per_epoch} steps per epoch, "
-        f"{run.total_steps} steps in all")
+        f"validation / {splits.num_test} test examples; {span.steps_per_epoch} steps per epoch, "
+        f"{span.total_steps} steps in all")
     log(f"Weights: evaluation and inference use {config.weights_description}")
 
 
-def _train_and_finish(run: Run, source, restored: str | None, stop_request) -> dict:
-    """Trains to the end, evaluates if nothing was left to train, saves; returns the results."""
-    table = layer_table(run.state.model)  # As Keras' model.summary(), before the first step.
+def _write_preamble(writers: SummaryWriters, config: TrainConfig, state, runner, log) -> None:
+    """Logs and writes the layer table; writes the step's graph and the HParams session."""
+    table = layer_table(state.model)  # As Keras' model.summary(), before the first step.
     for line in table.splitlines():
-        run.log(f"  {line}")
-    run.writers.text(SESSION, run.state.step, "layers", f"```\n{table}\n```")
-    graph = run.runner.graph()
+        log(f"  {line}")
+    writers.text(SESSION, state.step, "layers", f"```\n{table}\n```")
+    graph = runner.graph()
     if graph is not None:  # TensorBoard's Graphs tab (the distributed step is not drawn).
-        run.writers.graph("train", graph)
+        writers.graph("train", graph)
     # One HParams row per workdir, its metrics the validation and test curves.
-    run.writers.hparams(run.config)
-    run.train_metrics.reset()
-    step = run.state.step
-    run.saved_step = step if restored else -1
-    step = train_loop(run, step, stop_request)
+    writers.hparams(config)
+
+
+def _train_to_end(config: TrainConfig, step: int, runner, span: actions.Span,
+                  periodic: actions.Actions, evaluator: Evaluator, checkpointer: Checkpointer,
+                  log, stop_request) -> int:
+    """Trains from `step` to the end, evaluates if nothing was left to train, saves.
+
+    Returns:
+        The step reached.
+    """
+    def check(output: runners.CallOutput, first: int) -> None:
+        _check_diverged(output, first, config, checkpointer.latest)
+
+    step = train_loop(runner, span, periodic, step,
+                      check if config.nan_policy == "stop" else None)
     if stop_request is not None:  # Nothing polls it now: a signal ends the process at once.
         stop_request.release()
-    if not run.evaluations:
-        run.log(f"Already trained to step {step} of {run.total_steps}; evaluating only")
-        run.evaluate(step)
-    if run.saved_step != step:
-        run.save(step)
-    return _results(run, step, source)
+    if not evaluator.evaluations:
+        log(f"Already trained to step {step} of {span.total_steps}; evaluating only")
+        evaluator(step, periodic.progress.latest)
+    if checkpointer.saved_step != step:
+        checkpointer.save(step)
+    return step
 
 
-def _results(run: Run, step: int, source) -> dict:
+def _results(config: TrainConfig, state, span: actions.Span, step: int, source,
+             evaluator: Evaluator, checkpointer: Checkpointer, periodic: actions.Actions,
+             process_start: float) -> dict:
     """The results.json dict."""
-    evaluations, state = run.evaluations, run.state
-    rate = run.steady_rate
+    evaluations = evaluator.evaluations
+    rate = periodic.progress.steady_rate()
     return {
         "test_accuracy": evaluations["test"]["accuracy"],
         "test_loss": evaluations["test"]["loss"],
         "validation_accuracy": evaluations.get("validation", {}).get("accuracy"),
         "validation_loss": evaluations.get("validation", {}).get("loss"),
         "global_step": step,
-        "epochs_completed": step // run.steps_per_epoch,
-        "steps_per_epoch": run.steps_per_epoch,
-        "wall_seconds": round(time.time() - run.process_start, 3),
+        "epochs_completed": step // span.steps_per_epoch,
+        "steps_per_epoch": span.steps_per_epoch,
+        "wall_seconds": round(time.time() - process_start, 3),
         "train_examples_per_second": round(rate, 1) if rate else None,
         "params_sha256": params_sha256(state.model),
         # Which weights the metrics above are of; with --ema_decay, the averages'
         # digest too (the resume check of both).
-        "weights": run.config.weights_kind,
+        "weights": config.weights_kind,
         "ema_params_sha256": params_sha256(state.ema.model) if state.ema is not None else None,
         "num_parameters": state.model.num_parameters(),
         "data_source": source.kind if source else "in-memory",
         "data_dir": source.data_dir if source else None,
-        "checkpoint": run.manager.latest_checkpoint,
+        "checkpoint": checkpointer.latest,
         # Set when --stop_at_test_accuracy ended the run: the step, the time
         # and the seconds since process start at which it was reached.
-        "target_reached": run.target_reached,
+        "target_reached": periodic.stop_at_accuracy.reached,
         # Updates skipped for non-finite gradients (float16 or skip_step).
         "skipped_steps": int(state.loss_scale.skipped_steps.numpy()),
-        "flags": run.config.to_dict(),
-        "history": run.history,
+        "flags": config.to_dict(),
+        "history": evaluator.history,
     }
 
 
@@ -488,14 +575,14 @@ def _metrics_text(results: dict) -> str:
             + (f", validation accuracy {val:.2%}" if val is not None else ""))
 
 
-def _report(run: Run, results: dict, write_dir: str, workdir: str) -> dict:
+def _report(results: dict, write_dir: str, workdir: str, log) -> dict:
     """Writes results.json and logs the closing lines; returns `results`."""
     # The history covers this process's evaluations only (a resumed run's
     # earlier ones are in its summaries): it is returned, not recorded.
     workdirs.write_results(write_dir, {k: v for k, v in results.items() if k != "history"})
-    run.log(f"Parameters: sha256 {results['params_sha256']}")
+    log(f"Parameters: sha256 {results['params_sha256']}")
     rate = results["train_examples_per_second"]
-    run.log(f"Done: {_metrics_text(results)}; "
+    log(f"Done: {_metrics_text(results)}; "
             f"{'n/a' if rate is None else f'{rate:,.0f}'} train examples/s; "
             f"{results['wall_seconds']:.1f}s wall. Results: "
             + (os.path.join(workdir, workdirs.RESULTS_FILE) if write_dir == workdir
@@ -503,7 +590,8 @@ def _report(run: Run, results: dict, write_dir: str, workdir: str) -> dict:
     return results
 
 
-def _recorded_results(run: Run, workdir: str, restored: str | None) -> dict | None:
+def _recorded_results(step: int, span: actions.Span, workdir: str,
+                      restored: str | None) -> dict | None:
     """The results.json of a complete run, or None if there is training (or finishing) to do.
 
     Complete: the restored checkpoint is at or past the run's length and
@@ -512,50 +600,51 @@ def _recorded_results(run: Run, workdir: str, restored: str | None) -> dict | No
     results.json is missing, unreadable or older than its checkpoint (it
     stopped between its last save and its results): it is finished as before.
     """
-    if not restored or run.state.step < run.total_steps:
+    if not restored or step < span.total_steps:
         return None
     recorded = workdirs.read_results(workdir)
-    if recorded is None or recorded.get("global_step") != run.state.step:
+    if recorded is None or recorded.get("global_step") != step:
         return None
     return recorded
 
 
-def _reevaluate(run: Run, recorded: dict, workdir: str, restored: str, chief: bool) -> dict:
+def _reevaluate(config: TrainConfig, state, span: actions.Span, evaluator: Evaluator,
+                recorded: dict, workdir: str, restored: str, chief: bool, log) -> dict:
     """The re-run of a complete run: prints its recorded results and evaluates it afresh.
 
     results.json, config.json, the checkpoints and the summaries are the record
     of the run and stay byte for byte as they are; the fresh evaluation goes to
     reevaluation.json (written by the chief). Returns the recorded results.
     """
-    step, config = run.state.step, run.config
+    step = state.step
     results_path = os.path.join(workdir, workdirs.RESULTS_FILE)
     rate = recorded.get("train_examples_per_second")
-    run.log(f"Recorded results ({results_path}): {_metrics_text(recorded)}"
+    log(f"Recorded results ({results_path}): {_metrics_text(recorded)}"
             + (f"; {rate:,.0f} train examples/s" if rate else "")
             + (f"; {recorded['wall_seconds']:.1f}s wall" if recorded.get("wall_seconds") else ""))
     longer = ("a larger --epochs or --train_steps would train on" if config.lr_schedule ==
               "constant" else "under --lr_schedule=cosine the length is fixed: train longer "
               "in another --workdir")
-    run.log(f"Already trained to step {step} of {run.total_steps} ({longer}); evaluating the "
+    log(f"Already trained to step {step} of {span.total_steps} ({longer}); evaluating the "
             "restored model again. results.json, config.json and the summaries are left as "
             "they are")
-    run.evaluate(step)
+    evaluator(step)
     fresh = {
         "global_step": step,
         "checkpoint": restored,
-        **{f"{split}_{name}": run.evaluations.get(split, {}).get(name)
+        **{f"{split}_{name}": evaluator.evaluations.get(split, {}).get(name)
            for split in ("test", "validation") for name in ("accuracy", "loss")},
-        "params_sha256": params_sha256(run.state.model),
+        "params_sha256": params_sha256(state.model),
         "weights": config.weights_kind,
         "unix_time": round(time.time(), 3),
     }
     path = "written by the chief"
     if chief:
         path = workdirs.write_reevaluation(workdir, fresh)
-    run.log(f"Parameters: sha256 {fresh['params_sha256']}")
+    log(f"Parameters: sha256 {fresh['params_sha256']}")
     same = all(math.isclose(fresh[key], recorded.get(key) or 0.0, rel_tol=1e-5)
                for key in ("test_accuracy", "test_loss"))
-    run.log(f"Re-evaluated: {_metrics_text(fresh)}"
+    log(f"Re-evaluated: {_metrics_text(fresh)}"
             + (" (as recorded)" if same else " (differs from the recorded results)")
             + f". Written: {path}")
     return recorded
