@@ -38,10 +38,12 @@ def normalize(images):
 def model_input(images):
     """The model's float32 [N, 784] input: uint8 pixels normalised, floats taken as they are.
 
-    The splits are held as uint8 (a quarter of float32's memory) and the
-    traced steps call this, so normalising costs one table lookup per pixel
-    inside the step (`normalize`). Float images (tests, callers who normalised
-    already) are taken to be in [0, 1].
+    The rule every path shares: the traced train and eval steps call this on
+    the splits, which are held as uint8 (a quarter of float32's memory), so
+    normalising costs one table lookup per pixel inside the step
+    (`normalize`); `mnist_tf.data.preprocess.to_model_input` checks images
+    from files, arrays and the API and then calls it. Floats (tests, callers
+    who normalised already) are taken to be in [0, 1] and of the model's shape.
     """
     import tensorflow as tf
 

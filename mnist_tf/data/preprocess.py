@@ -37,10 +37,14 @@ can read it; `prepare_file` and `prepare_image` do so:
    the field, the shift is limited so that the whole box stays inside.
 9. Quantise to uint8 (round(x * 255)), the dtype MNIST is stored in; the model
    input is then uint8 / 255 flattened to 784 floats, exactly as in training
-   (`to_model_input`, `mnist_tf.data.preprocess`).
+   (`to_model_input`, through `constants.normalize`).
 
 Works best with one digit per image on a plain background, drawn with a pen
 about a tenth of the digit's height wide, like MNIST's.
+
+`to_model_input` is the one way from images to the model's input: image
+files and Pillow images through the steps above, arrays of digits checked
+against the accepted shapes and pixel rule, all normalised as in training.
 """
 
 from __future__ import annotations
