@@ -1,4 +1,4 @@
-"""Command line and library: classify digit images (or MNIST test examples) with a trained model.
+"""Command line: classify digit images (or MNIST test examples) with a trained model.
 
     python -m mnist_tf.predict --workdir=W [--checkpoint=PATH] [--json] FILE...
     python -m mnist_tf.predict --workdir=W --test_index=N [--data_dir=D] [--nodownload]
