@@ -37,7 +37,7 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.ERROR)
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
-    cli.import_tensorflow_quietly()  # mnist_tf.inference loads TensorFlow.
+    # export_model checks the export directory, then loads TensorFlow quietly.
     from mnist_tf.inference.export import SIGNATURE_KEY, export_model
 
     try:

@@ -24,6 +24,7 @@ import sys
 from absl import flags, logging
 
 from mnist_tf import cli, plot  # cli sets TF's log level before TF loads.
+from mnist_tf import workdir as workdirs
 from mnist_tf.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -73,11 +74,13 @@ def main(argv: list[str]) -> None:
     """Validates the flags, then classifies the files and/or the test example."""
     logging.set_verbosity(logging.WARNING)
     try:
-        cli.import_tensorflow_quietly()
         from mnist_tf.inference import classify
 
+        # Checked before TensorFlow's start-up: a mistyped path fails at once.
         classify.check_inputs(argv[1:], FLAGS.test_index)
         classify.check_output_dirs(FLAGS.preprocessed_dir, FLAGS.plot_dir)
+        workdirs.check_is_directory(FLAGS.workdir)
+        cli.import_tensorflow_quietly()
         if FLAGS.plot_dir:
             plot.import_pyplot()  # The entry point draws into files only.
         status = classify.run(

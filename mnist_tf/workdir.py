@@ -298,6 +298,17 @@ def write_reevaluation(workdir: str, evaluation: dict) -> str:
     return path
 
 
+def check_is_directory(workdir: str) -> None:
+    """Raises `read_config`'s one-line error if `workdir` is missing or not a directory.
+
+    Cheap and TensorFlow-free, so readers can refuse a mistyped --workdir
+    before TensorFlow's start-up; a directory without a run is left to the
+    restore, which says what it lacks.
+    """
+    if files.path_problem(workdir):
+        read_config(workdir)
+
+
 def read_config(workdir: str) -> TrainConfig:
     """Reads the `TrainConfig` that `python -m mnist_tf.train` recorded in `workdir`.
 

@@ -465,6 +465,18 @@ def test_bad_input_is_refused_before_tensorflow_loads(tmp_path):
     lines = result.stdout.splitlines()
     assert len(lines) == 3 and "no image files given" in lines[0], lines
     assert "--test_index: must be >= 0" in lines[1] and "not empty" in lines[2], lines
+    # The entry points too: a mistyped --workdir or export directory costs no start-up.
+    for module, flag in (("mnist_tf.predict", str(tmp_path / "full" / "x")),
+                         ("mnist_tf.export", f"--export_dir={tmp_path / 'full' / 'x'}")):
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", module,
+             f"--workdir={tmp_path / 'nowhere'}", flag],
+            cwd=REPO, capture_output=True, text=True, timeout=60)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+        imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert "tensorflow" not in imported, (module, errors)
 
 
 def test_formats():

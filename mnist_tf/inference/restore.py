@@ -8,7 +8,6 @@ import sys
 
 import tensorflow as tf
 
-from mnist_tf import files
 from mnist_tf import workdir as workdirs
 from mnist_tf.config import TrainConfig
 from mnist_tf.constants import NUM_PIXELS
@@ -68,9 +67,7 @@ def load_model(workdir: str, checkpoint: str | None = None, log=None) -> LoadedM
     """
     from mnist_tf.training import state as train_state
 
-    problem = files.path_problem(workdir)
-    if problem:  # Before anything else: "holds no checkpoint" would mislead.
-        workdirs.read_config(workdir)
+    workdirs.check_is_directory(workdir)  # First: "holds no checkpoint" would mislead.
     config, _ = train_state.recorded_config(workdir, checkpoint if _exists(checkpoint) else None)
     if config is None:
         workdirs.read_config(workdir)  # A workdir with no run says so.
