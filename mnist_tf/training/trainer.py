@@ -583,10 +583,10 @@ def _report(results: dict, write_dir: str, workdir: str, log) -> dict:
     log(f"Parameters: sha256 {results['params_sha256']}")
     rate = results["train_examples_per_second"]
     log(f"Done: {_metrics_text(results)}; "
-            f"{'n/a' if rate is None else f'{rate:,.0f}'} train examples/s; "
-            f"{results['wall_seconds']:.1f}s wall. Results: "
-            + (os.path.join(workdir, workdirs.RESULTS_FILE) if write_dir == workdir
-               else "written by the chief"))
+        f"{'n/a' if rate is None else f'{rate:,.0f}'} train examples/s; "
+        f"{results['wall_seconds']:.1f}s wall. Results: "
+        + (os.path.join(workdir, workdirs.RESULTS_FILE) if write_dir == workdir
+           else "written by the chief"))
     return results
 
 
@@ -620,14 +620,14 @@ def _reevaluate(config: TrainConfig, state, span: actions.Span, evaluator: Evalu
     results_path = os.path.join(workdir, workdirs.RESULTS_FILE)
     rate = recorded.get("train_examples_per_second")
     log(f"Recorded results ({results_path}): {_metrics_text(recorded)}"
-            + (f"; {rate:,.0f} train examples/s" if rate else "")
-            + (f"; {recorded['wall_seconds']:.1f}s wall" if recorded.get("wall_seconds") else ""))
+        + (f"; {rate:,.0f} train examples/s" if rate else "")
+        + (f"; {recorded['wall_seconds']:.1f}s wall" if recorded.get("wall_seconds") else ""))
     longer = ("a larger --epochs or --train_steps would train on" if config.lr_schedule ==
               "constant" else "under --lr_schedule=cosine the length is fixed: train longer "
               "in another --workdir")
     log(f"Already trained to step {step} of {span.total_steps} ({longer}); evaluating the "
-            "restored model again. results.json, config.json and the summaries are left as "
-            "they are")
+        "restored model again. results.json, config.json and the summaries are left as "
+        "they are")
     evaluator(step)
     fresh = {
         "global_step": step,
@@ -645,6 +645,6 @@ def _reevaluate(config: TrainConfig, state, span: actions.Span, evaluator: Evalu
     same = all(math.isclose(fresh[key], recorded.get(key) or 0.0, rel_tol=1e-5)
                for key in ("test_accuracy", "test_loss"))
     log(f"Re-evaluated: {_metrics_text(fresh)}"
-            + (" (as recorded)" if same else " (differs from the recorded results)")
-            + f". Written: {path}")
+        + (" (as recorded)" if same else " (differs from the recorded results)")
+        + f". Written: {path}")
     return recorded
