@@ -31,3 +31,7 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|gpu|gpu:\d+)$")
 # --split of `python -m mnist_tf.evaluate`: the held-out splits a checkpoint is
 # evaluated on (validation is carved from train as the run's config says).
 SPLITS = ("test", "validation")
+
+# --keep_best: the validation metric that picks the best checkpoint ("none": off).
+# The test split is never among them: it must not choose anything.
+KEEP_BEST = ("none", "validation_accuracy", "validation_loss")

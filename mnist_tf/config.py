@@ -16,6 +16,7 @@ from mnist_tf.choices import (
     DEVICE_CHOICES,
     DEVICE_PATTERN,
     DISTRIBUTIONS,
+    KEEP_BEST,
     LR_SCHEDULES,
     MAX_CPU_REPLICAS,
     PRECISIONS,
@@ -336,6 +337,24 @@ class TrainConfig:
         0.0, "Stop as soon as an evaluation's test accuracy reaches this fraction (e.g. "
         "0.98) and record when in results.json (target_reached); for time-to-accuracy "
         "benchmarks. 0: train to the end.", on_resume=FREE)
+    # Which checkpoint is the best, and whether a run ends when it stops improving.
+    keep_best: str = setting(
+        "none", f"{' | '.join(KEEP_BEST)}: keep the checkpoint with the best value of this "
+        "validation metric apart from the rolling ones (WORKDIR/checkpoints/best/), with its "
+        "value and step in results.json; evaluate, predict, export and plot take "
+        "--checkpoint=best. Needs --validation_size > 0: the test split never chooses.",
+        on_resume=FIXED, choices=KEEP_BEST)
+    early_stopping_patience: int = setting(
+        0, "Stop after this many evaluations in a row without a new best --keep_best value "
+        "(0: train to the end). The run is then complete, as if it had reached its length.",
+        on_resume=FREE, bound="non_negative")
+    # Scales every step's update when the gradients are large.
+    clip_grad_norm: float = setting(
+        0.0, "Clip the gradients by their global norm to at most this (0: off): after float16 "
+        "loss scaling is undone and, under --distribution, after the all-reduce, so every "
+        "replica clips alike. The global norm is a TensorBoard scalar either way "
+        "(train/grad_norm); with clipping, so is the fraction of clipped steps.",
+        on_resume=FIXED, hparam=True, bound="non_negative")
     # The compute dtype shapes every step's arithmetic (and float16's loss scale
     # means nothing to the other precisions).
     precision: str = setting(
@@ -431,6 +450,13 @@ class TrainConfig:
                               f"{MAX_CPU_REPLICAS}, the most that runs (with more, deleting the "
                               "replicas' tf.data iterators stalls for minutes); use "
                               f"--cpu_replicas={MAX_CPU_REPLICAS} or fewer")
+        if self.keep_best != "none" and not self.validation_size:
+            raise ConfigError("keep_best", f"{self.keep_best} needs a validation split (the test "
+                              "split never chooses a checkpoint); pass --validation_size=5000")
+        if self.early_stopping_patience and self.keep_best == "none":
+            raise ConfigError("early_stopping_patience", f"{self.early_stopping_patience} needs "
+                              "a metric to watch; pass --keep_best=validation_loss (or "
+                              "validation_accuracy)")
 
     @classmethod
     def from_flag_values(cls, values: Mapping[str, object]) -> TrainConfig:

@@ -121,7 +121,8 @@ def test_hparams_are_the_settings_declared_so_in_field_order():
         "hidden_sizes", "batch_size", "epochs", "train_steps", "learning_rate", "lr_schedule",
         "warmup_steps", "weight_decay", "dropout", "ema_decay", "deskew", "validation_size", "seed",
         "deterministic", "jit_compile", "augment_rotation_degrees", "augment_scale",
-        "augment_shift_pixels", "augment_elastic_alpha", "augment_elastic_sigma", "precision"]
+        "augment_shift_pixels", "augment_elastic_alpha", "augment_elastic_sigma", "clip_grad_norm",
+        "precision"]
     assert TrainConfig().hparams()["hidden_sizes"] == "512,256"
 
 
