@@ -15,7 +15,8 @@ OTHER_VALUES = {"hidden_sizes": (64,), "profile_steps": (2, 4), "learning_rate":
 # What another value of some settings needs beside it to be a valid config.
 NEEDS = {"steps_per_call": {"data_on_device": True},
          "cpu_replicas": {"distribution": "mirrored"},
-         "augment_elastic_alpha": {"augment_elastic_sigma": 4.0}}
+         "augment_elastic_alpha": {"augment_elastic_sigma": 4.0},
+         "early_stopping_patience": {"keep_best": "validation_loss"}}
 
 
 def another_value(name):
@@ -54,7 +55,8 @@ def test_the_settings_are_split_as_decided():
         "hidden_sizes", "batch_size", "learning_rate", "lr_schedule", "warmup_steps",
         "weight_decay", "dropout", "ema_decay", "deskew", "validation_size", "seed",
         "augment_rotation_degrees", "augment_scale", "augment_shift_pixels",
-        "augment_elastic_alpha", "augment_elastic_sigma", "precision"]
+        "augment_elastic_alpha", "augment_elastic_sigma", "keep_best", "clip_grad_norm",
+        "precision"]
     assert names(RUN_LENGTH) == ["epochs", "train_steps"]
     assert set(names(FREE)) == set(settings()) - set(names(FIXED)) - set(names(RUN_LENGTH))
 
