@@ -97,7 +97,8 @@ def test_an_empty_value_is_spelled_for_the_shell(tmp_path):
 
 @pytest.mark.parametrize("name", names(FREE))
 def test_a_free_setting_may_change(tmp_path, name):
-    workdir.check_resume(recorded(tmp_path), changed(name))
+    # Recorded with what the other value needs beside it (itself FIXED for keep_best).
+    workdir.check_resume(recorded(tmp_path, **NEEDS.get(name, {})), changed(name))
 
 
 def test_a_fresh_workdir_has_nothing_to_check(tmp_path):
