@@ -242,6 +242,13 @@ class TrainConfig:
     weight_decay: float = setting(
         0.0, "L2 coefficient: loss += weight_decay * sum(kernel**2) / 2.",
         on_resume=FIXED, hparam=True, bound="non_negative")
+    # Scales a step's update down when its gradients are large.
+    clip_grad_norm: float = setting(
+        0.0, "Clip the gradients by their global norm to at most this (0: off): after float16 "
+        "loss scaling is undone and, under --distribution, after the all-reduce, so every "
+        "replica clips alike. The global norm is a TensorBoard scalar either way "
+        "(train/grad_norm); with clipping, so is the fraction of clipped steps.",
+        on_resume=FIXED, hparam=True, bound="non_negative")
     dropout: float = setting(
         0.0, "Dropout rate after each hidden layer, in [0, 1).", on_resume=FIXED, hparam=True)
     ema_decay: float = setting(
@@ -348,13 +355,6 @@ class TrainConfig:
         0, "Stop after this many evaluations in a row without a new best --keep_best value "
         "(0: train to the end). The run is then complete, as if it had reached its length.",
         on_resume=FREE, bound="non_negative")
-    # Scales every step's update when the gradients are large.
-    clip_grad_norm: float = setting(
-        0.0, "Clip the gradients by their global norm to at most this (0: off): after float16 "
-        "loss scaling is undone and, under --distribution, after the all-reduce, so every "
-        "replica clips alike. The global norm is a TensorBoard scalar either way "
-        "(train/grad_norm); with clipping, so is the fraction of clipped steps.",
-        on_resume=FIXED, hparam=True, bound="non_negative")
     # The compute dtype shapes every step's arithmetic (and float16's loss scale
     # means nothing to the other precisions).
     precision: str = setting(

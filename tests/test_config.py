@@ -119,10 +119,10 @@ def test_choice_lists_are_the_ones_the_code_that_uses_them_imports():
 def test_hparams_are_the_settings_declared_so_in_field_order():
     assert list(TrainConfig().hparams()) == [
         "hidden_sizes", "batch_size", "epochs", "train_steps", "learning_rate", "lr_schedule",
-        "warmup_steps", "weight_decay", "dropout", "ema_decay", "deskew", "validation_size", "seed",
+        "warmup_steps", "weight_decay", "clip_grad_norm", "dropout", "ema_decay", "deskew",
+        "validation_size", "seed",
         "deterministic", "jit_compile", "augment_rotation_degrees", "augment_scale",
-        "augment_shift_pixels", "augment_elastic_alpha", "augment_elastic_sigma", "clip_grad_norm",
-        "precision"]
+        "augment_shift_pixels", "augment_elastic_alpha", "augment_elastic_sigma", "precision"]
     assert TrainConfig().hparams()["hidden_sizes"] == "512,256"
 
 

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import REPO, assert_usage_error, run_module
+from test_clipping import scalar_values
 
 from mnist_tf import inference
 from mnist_tf.config import ConfigError, TrainConfig
@@ -24,9 +25,12 @@ from mnist_tf.training import distribute, trainer
 
 # Dropout off: the replicas draw their own masks, so only then is a mirrored
 # step the same arithmetic as a single-device step on the same global batch.
+# Gradients are clipped (most steps here): only clipping the all-reduced
+# gradients, alike on every replica, keeps the mirrored runs on the one-device run.
 COMMON = ["--hidden_sizes=32", "--batch_size=64", "--train_steps=16", "--validation_size=100",
           "--log_every_steps=4", "--checkpoint_every_steps=8", "--histogram_every_steps=0",
-          "--eval_batch_size=100", "--learning_rate=3e-3", "--nodownload", "--deterministic"]
+          "--eval_batch_size=100", "--learning_rate=3e-3", "--nodownload", "--deterministic",
+          "--clip_grad_norm=1.0"]
 
 
 # COMMON's run as a TrainConfig, without XLA (a mirrored step runs without it too):
@@ -35,7 +39,7 @@ COMMON = ["--hidden_sizes=32", "--batch_size=64", "--train_steps=16", "--validat
 SINGLE = TrainConfig(hidden_sizes=(32,), batch_size=64, train_steps=16, validation_size=100,
                      log_every_steps=4, checkpoint_every_steps=8, histogram_every_steps=0,
                      eval_batch_size=100, learning_rate=3e-3, deterministic=True,
-                     jit_compile=False)
+                     jit_compile=False, clip_grad_norm=1.0)
 
 
 def train_here(workdir, data_dir):
@@ -75,6 +79,7 @@ def single(tmp_path_factory, small_data_dir):
 def test_mirrored_matches_one_device_and_its_checkpoint_resumes_without(
         tmp_path, small_data_dir, single):
     reference, reference_out = single
+    assert sum(scalar_values(reference, "clipped_fraction")) > 0  # It did clip.
     # 8 steps under MirroredStrategy over two logical CPUs: the same global
     # batches as the reference, split 32 + 32.
     workdir = tmp_path / "run"

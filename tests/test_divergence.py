@@ -13,7 +13,7 @@ from mnist_tf.data import pipeline
 from mnist_tf.errors import TrainingDiverged
 from mnist_tf.model.mlp import MLP
 from mnist_tf.training import trainer
-from mnist_tf.training.steps import all_finite
+from mnist_tf.training.steps import global_norm
 from mnist_tf.workdir import SUMMARY_SUBDIR
 
 # Without XLA (the default): these tests need the arithmetic, and compiling would
@@ -205,6 +205,9 @@ def test_skip_step_skips_a_nan_gradient_with_a_finite_loss(tmp_path, poisoned_gr
 
 def test_the_guard_checks_gradients_not_only_the_loss():
     finite = [tf.ones([3, 2]), tf.zeros([2])]
-    assert bool(all_finite(tf.constant(1.0), finite))
-    assert not bool(all_finite(tf.constant(np.nan), finite))
-    assert not bool(all_finite(tf.constant(1.0), [tf.ones([3, 2]), tf.constant([0.0, np.inf])]))
+    norm, ok = global_norm(tf.constant(1.0), finite)
+    assert bool(ok) and float(norm) == pytest.approx(6 ** 0.5)
+    assert not bool(global_norm(tf.constant(np.nan), finite)[1])
+    for bad in (np.inf, np.nan, 1e30):  # 1e30: its square overflows float32.
+        assert not bool(global_norm(tf.constant(1.0), [tf.ones([3, 2]),
+                                                        tf.constant([0.0, bad])])[1])

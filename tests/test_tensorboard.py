@@ -115,7 +115,7 @@ def test_tensorboard_serves_every_dashboard(tmp_path, small_data_dir):
         assert not any("summaries" in run for run in fetch("/data/runs"))
         for run in "ab":
             assert set(scalars[f"{run}/train"]) == {
-                "loss", "accuracy", "learning_rate", "examples_per_second"}
+                "loss", "accuracy", "learning_rate", "examples_per_second", "grad_norm"}
             assert set(scalars[f"{run}/validation"]) == {"loss", "accuracy"}
             assert set(scalars[f"{run}/test"]) == {"loss", "accuracy"}
 

@@ -53,10 +53,10 @@ def recorded(tmp_path, **values):
 def test_the_settings_are_split_as_decided():
     assert names(FIXED) == [
         "hidden_sizes", "batch_size", "learning_rate", "lr_schedule", "warmup_steps",
-        "weight_decay", "dropout", "ema_decay", "deskew", "validation_size", "seed",
+        "weight_decay", "clip_grad_norm", "dropout", "ema_decay", "deskew", "validation_size",
+        "seed",
         "augment_rotation_degrees", "augment_scale", "augment_shift_pixels",
-        "augment_elastic_alpha", "augment_elastic_sigma", "keep_best", "clip_grad_norm",
-        "precision"]
+        "augment_elastic_alpha", "augment_elastic_sigma", "keep_best", "precision"]
     assert names(RUN_LENGTH) == ["epochs", "train_steps"]
     assert set(names(FREE)) == set(settings()) - set(names(FIXED)) - set(names(RUN_LENGTH))
 

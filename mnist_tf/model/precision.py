@@ -116,7 +116,7 @@ class LossScale(tf.Module):
         row double it.
 
         Args:
-            finite: bool scalar, from `steps.all_finite`.
+            finite: bool scalar, from `steps.global_norm`.
         """
         if not (self.enabled or self.skip_nonfinite):
             return

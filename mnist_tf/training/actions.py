@@ -123,7 +123,7 @@ class ReportProgress(PeriodicAction):
         return self.train_examples / self.train_seconds if self.train_seconds else None
 
     def __call__(self, step: int, output=None) -> None:
-        """Logs the line and writes train/{loss, accuracy, learning_rate, ...}."""
+        """Logs the line and writes train/{loss, accuracy, grad_norm, learning_rate, ...}."""
         metrics, total = self.metrics.result(), self.span.total_steps
         examples = (step - self._start_step) * self.batch_size
         rate = examples / max(self._seconds, 1e-9)
@@ -136,9 +136,12 @@ class ReportProgress(PeriodicAction):
         self.log(f"step {step}/{total} | epoch {self.span.epochs(step):.2f} | "
                  f"loss {metrics['loss']:.4f} | accuracy {metrics['accuracy']:.2%} | "
                  f"{rate:,.0f} examples/s | ETA {_format_duration(eta)}")
+        # grad_norm (the interval's mean global gradient norm) and, with
+        # clipping, clipped_fraction come with the metrics.
+        health = {k: metrics[k] for k in ("grad_norm", "clipped_fraction") if k in metrics}
         self.writers.scalars("train", step, {
             "loss": metrics["loss"], "accuracy": metrics["accuracy"],
-            "examples_per_second": rate, **self.state_scalars()})
+            "examples_per_second": rate, **health, **self.state_scalars()})
         self.latest = {"loss": metrics["loss"], "accuracy": metrics["accuracy"]}
         self.metrics.reset()
         self._seconds, self._start_step = 0.0, step

@@ -26,12 +26,27 @@ class Metrics(tf.Module):
     with the device) happens once per log interval, not once per step.
     """
 
-    def __init__(self, name: str | None = None):
+    def __init__(self, name: str | None = None, gradients: bool = False,
+                 clipping: bool = False):
+        """Creates the sums.
+
+        Args:
+            name: module name.
+            gradients: also sum the training steps' global gradient norms
+                (`add_gradients`), so `result` gives their mean as `grad_norm`.
+            clipping: also count the clipped steps, so `result` gives their
+                share as `clipped_fraction`.
+        """
         super().__init__(name=name)
+        self.gradients, self.clipping = gradients, clipping
         with self.name_scope:
             self.loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="loss_sum")
             self.correct = tf.Variable(0, dtype=tf.int64, trainable=False, name="correct")
             self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="count")
+            # Steps with finite gradients, their norms' sum, and how many were clipped.
+            self.norm_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="norm_sum")
+            self.norm_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="norm_steps")
+            self.clipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="clipped")
 
     def update(self, per_example_loss: tf.Tensor, logits: tf.Tensor, labels: tf.Tensor,
                mask: tf.Tensor | None = None) -> None:
@@ -53,20 +68,36 @@ class Metrics(tf.Module):
         self.correct.assign_add(tf.cast(correct, tf.int64))
         self.count.assign_add(tf.cast(count, tf.int64))
 
+    def add_gradients(self, norm: tf.Tensor, finite: tf.Tensor, clipped: tf.Tensor) -> None:
+        """Adds one step's global gradient norm (if `finite`) and whether it was clipped."""
+        self.norm_sum.assign_add(tf.where(finite, tf.cast(norm, tf.float64), 0.0))
+        self.norm_steps.assign_add(tf.cast(finite, tf.int64))
+        self.clipped.assign_add(tf.cast(clipped, tf.int64))
+
     def result(self) -> dict[str, float]:
-        """Returns {"loss", "accuracy", "count"} as Python numbers (syncs with the device)."""
+        """Returns {"loss", "accuracy", "count"} as Python numbers (syncs with the device).
+
+        With `gradients`, also "grad_norm": the mean global gradient norm of the
+        steps with finite gradients (NaN if none); with `clipping`, also
+        "clipped_fraction": the share of those steps whose gradients were clipped.
+        """
         count = int(self.count.numpy())
-        if count == 0:
-            return {"loss": float("nan"), "accuracy": float("nan"), "count": 0}
-        return {
-            "loss": float(self.loss_sum.numpy()) / count,
-            "accuracy": int(self.correct.numpy()) / count,
-            "count": count,
-        }
+        result = {"loss": float("nan"), "accuracy": float("nan"), "count": count}
+        if count:
+            result.update(loss=float(self.loss_sum.numpy()) / count,
+                          accuracy=int(self.correct.numpy()) / count)
+        steps = int(self.norm_steps.numpy())
+        if self.gradients:
+            result["grad_norm"] = float(self.norm_sum.numpy()) / steps if steps else float("nan")
+        if self.clipping:
+            result["clipped_fraction"] = (int(self.clipped.numpy()) / steps if steps
+                                          else float("nan"))
+        return result
 
     def reset(self) -> None:
         """Zeroes the sums."""
-        for variable in (self.loss_sum, self.correct, self.count):
+        for variable in (self.loss_sum, self.correct, self.count, self.norm_sum,
+                         self.norm_steps, self.clipped):
             variable.assign(tf.zeros_like(variable))
 
 
@@ -90,16 +121,19 @@ class StepOutput(NamedTuple):
     stop: tf.Tensor
 
 
-def all_finite(loss: tf.Tensor, gradients: list[tf.Tensor]) -> tf.Tensor:
-    """Whether the loss and every gradient element are finite (bool scalar).
+def global_norm(loss: tf.Tensor, gradients: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+    """The gradients' global L2 norm, and whether it and the loss are finite (bool scalar).
 
-    The gradients are checked, not only the loss: on AVX-512 CPUs oneDNN's
-    fused MatMul+BiasAdd+Relu maps NaN to 0 inside a `tf.function`, so a NaN
-    input can give a finite loss and NaN gradients.
+    One reduction serves both the gradient-health metrics and the guard: a NaN
+    or infinite element makes the norm NaN or infinite. So does a sum of
+    squares past float32's range (a norm above ~1e19), which is divergence in
+    all but name. The gradients are checked, not only the loss: on AVX-512
+    CPUs oneDNN's fused MatMul+BiasAdd+Relu maps NaN to 0 inside a
+    `tf.function`, so a NaN input can give a finite loss and NaN gradients.
     """
-    checks = [tf.reduce_all(tf.math.is_finite(loss))]
-    checks += [tf.reduce_all(tf.math.is_finite(g)) for g in gradients]
-    return tf.reduce_all(tf.stack(checks))
+    norm = tf.linalg.global_norm(gradients)
+    finite = tf.logical_and(tf.reduce_all(tf.math.is_finite(loss)), tf.math.is_finite(norm))
+    return norm, finite
 
 
 def make_train_step(
@@ -111,11 +145,12 @@ def make_train_step(
     augment: AffineAugment | None = None,
     nan_policy: str = "stop",
     strategy: tf.distribute.Strategy | None = None,
+    clip_grad_norm: float = 0.0,
 ) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], StepOutput]:
     """Builds the body of one training step, for the runners to trace.
 
-    Forward, loss (+ L2), gradients, the non-finite guard, Adam and the
-    metrics, in that order. Each replica computes the gradients of its share
+    Forward, loss (+ L2), gradients, the non-finite guard, clipping, Adam and
+    the metrics, in that order. Each replica computes the gradients of its share
     of the global batch with the loss averaged over the *global* batch
     (`tf.nn.compute_average_loss`), so the SUM of the replicas' gradients is
     the gradient of the global batch's mean loss; Adam then applies it once,
@@ -132,6 +167,7 @@ def make_train_step(
         nan_policy: "stop" (a non-finite step is skipped and reported as
             `diverged`) or "skip_step" (skipped and counted).
         strategy: a `tf.distribute` strategy, or None.
+        clip_grad_norm: clip the gradients to this global norm (0: off).
 
     Returns:
         `train_step(images, labels, stop_vote) -> StepOutput`, to be called in
@@ -184,9 +220,11 @@ def make_train_step(
         gradients, loss, loss_sum, correct, votes = strategy.run(
             replica_step, args=(images, labels, dropout_seed, augment_seed, stop_vote))
         gradients, loss = [total(g) for g in gradients], total(loss)
-        gradients, diverged = _apply(state, schedule, parameters, gradients, loss, nan_policy)
+        gradients, diverged, health = _apply(state, schedule, parameters, gradients, loss,
+                                             nan_policy, clip_grad_norm)
         with tf.name_scope("metrics"):
             metrics.add(total(loss_sum), total(correct), global_batch_size)
+            metrics.add_gradients(*health)
         # Any worker asked to stop makes every worker stop after this same
         # step; one stopping alone would leave the others waiting forever in
         # their next all-reduce.
@@ -195,8 +233,8 @@ def make_train_step(
     return train_step
 
 
-def _apply(state, schedule, parameters, gradients, loss, nan_policy):
-    """Unscales, guards and applies the gradients; returns (gradients, diverged).
+def _apply(state, schedule, parameters, gradients, loss, nan_policy, clip_grad_norm=0.0):
+    """Unscales, guards, clips and applies the gradients.
 
     With float16 loss scaling or `--nan_policy=skip_step`, a step whose loss
     or gradients are not all finite is skipped (weights, slots and Adam's
@@ -206,12 +244,21 @@ def _apply(state, schedule, parameters, gradients, loss, nan_policy):
     it, so its update needs no `tf.cond` (which would cost the fast path
     fusion); a non-finite loss is divergence under `stop` whatever the
     precision.
+
+    The gradients are clipped after the unscaling and (under a strategy)
+    after the all-reduce, so every replica applies the same update. Below
+    the threshold the factor is exactly 1 and the update is bit-identical
+    to an unclipped one.
+
+    Returns:
+        (the gradients applied, diverged, (global norm, finite, clipped)):
+        the last for the gradient-health metrics.
     """
     loss_scale, optimizer = state.loss_scale, state.optimizer
     gradients = loss_scale.unscale(gradients)
     skips = loss_scale.enabled or loss_scale.skip_nonfinite
     with tf.name_scope("guard"):
-        finite = all_finite(loss, gradients)
+        norm, finite = global_norm(loss, gradients)
         loss_scale.update(finite)
         if nan_policy != "stop":
             diverged = tf.constant(False)
@@ -219,6 +266,15 @@ def _apply(state, schedule, parameters, gradients, loss, nan_policy):
             diverged = tf.logical_not(tf.reduce_all(tf.math.is_finite(loss)))
         else:
             diverged = tf.logical_not(finite)
+    clipped = tf.constant(False)
+    if clip_grad_norm:
+        with tf.name_scope("clip"):
+            # tf.clip_by_global_norm's factor, kept at 1 for a non-finite norm
+            # (the step is skipped or ends the run) so the histograms show the
+            # gradients as they came.
+            clipped = tf.logical_and(finite, norm > clip_grad_norm)
+            factor = tf.where(clipped, clip_grad_norm / tf.maximum(norm, clip_grad_norm), 1.0)
+            gradients = [g * factor for g in gradients]
 
     def apply():
         optimizer.apply(gradients, parameters, schedule(optimizer.step))
@@ -231,7 +287,7 @@ def _apply(state, schedule, parameters, gradients, loss, nan_policy):
             tf.cond(finite, apply, lambda: tf.constant(False))
         else:
             apply()
-    return gradients, diverged
+    return gradients, diverged, (norm, finite, clipped)
 
 
 def make_eval_step(

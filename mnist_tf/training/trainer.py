@@ -157,7 +157,8 @@ def make_runner(config, state, schedule, metrics, splits, strategy, device=None,
                                 config.augment_shift_pixels, config.augment_elastic_alpha,
                                 config.augment_elastic_sigma)
     train_step = make_train_step(state, schedule, metrics, config.batch_size,
-                                 config.weight_decay, augment, config.nan_policy, strategy)
+                                 config.weight_decay, augment, config.nan_policy, strategy,
+                                 config.clip_grad_norm)
     if strategy is not None:
         slower = [name for name, on in (("XLA", config.jit_compile),
                                         (f"{config.steps_per_call} steps per call",
@@ -422,7 +423,8 @@ def _run_in_workdir(config: TrainConfig, workdir: str, write_dir: str, device: s
     span = actions.Span(config.train_steps or config.epochs * steps_per_epoch, steps_per_epoch)
     schedule = make_schedule(config.lr_schedule, config.learning_rate, config.warmup_steps,
                              span.total_steps)
-    metrics = Metrics(name="train_metrics")
+    metrics = Metrics(name="train_metrics", gradients=True,
+                      clipping=bool(config.clip_grad_norm))
     runner = make_runner(config, state, schedule, metrics, splits, strategy, device, log)
     complete = _recorded_results(state.step, span, workdir, restored)
     _log_setup(config, state, span, splits, device, strategy, restored, log,
