@@ -75,6 +75,12 @@ flags.DEFINE_integer("steps_per_call", None,
 flags.DEFINE_integer("repeats", 3, "Timed epochs after the burn-in epoch (medians reported).")
 flags.DEFINE_integer("examples", 60000, "Examples per epoch (cut to whole batches).")
 flags.DEFINE_boolean("keras", True, "Also measure Keras model.fit, default and tuned.")
+flags.DEFINE_boolean("jax", None, "Also measure the JAX reference (benchmarks/jax_reference.py, "
+                     "in a subprocess); unset: when JAX is installed "
+                     "(pip install -e \".[bench]\").")
+flags.DEFINE_integer("rounds", 1, "Rounds of mnist_tf then JAX, interleaved so that a machine "
+                     "slowing down or speeding up hits both; each figure is the median over "
+                     "the rounds' medians.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir with prepared MNIST (else random data).")
 flags.DEFINE_string("output", None, "Also write the JSON line to this file.")
 flags.DEFINE_integer("matmul_size", 2048, "n of the n x n x n reference matmul.")
@@ -246,6 +252,40 @@ def keras_rows_and_figures(images, labels, config, steps_per_call, ours_rate):
     return rows, figures
 
 
+def measure_jax(images, labels, config, steps_per_call) -> dict:
+    """The JAX reference on the same examples, in a process of its own: its JSON figures."""
+    import tempfile
+
+    import jax_reference
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as scratch:
+        npz = os.path.join(scratch, "train.npz")
+        np.savez(npz, train_images=images, train_labels=labels)
+        return jax_reference.run_in_subprocess(
+            f"--npz={npz}", f"--hidden_sizes={','.join(map(str, config.hidden_sizes))}",
+            f"--batch_size={config.batch_size}", f"--epochs={FLAGS.repeats + 1}",
+            f"--examples={len(labels)}", f"--steps_per_scan={steps_per_call}")
+
+
+def jax_rows_and_figures(rounds: list[dict], ours_rate: float, steps_per_call: int):
+    """Rows and JSON figures of the JAX rounds, against mnist_tf's `ours_rate`."""
+    import numpy as np
+
+    rate = float(np.median([r["examples_per_second"] for r in rounds]))
+    version = rounds[0]["jax_version"]
+    figures = {"jax_examples_per_second": round(rate, 1),
+               "jax_round_examples_per_second": [round(r["examples_per_second"], 1)
+                                                 for r in rounds],
+               "jax_steps_per_scan": steps_per_call, "jax_version": version,
+               "speedup_vs_jax": round(ours_rate / rate, 3)}
+    rows = [("JAX (jit + lax.scan, optax Adam)",
+             f"{rate:,.0f} examples/s ({steps_per_call} steps per scan, data on the device, "
+             f"donated state; jax {version}; median of {len(rounds)} round(s))"),
+            ("mnist_tf / JAX", f"{ours_rate / rate:.2f}x")]
+    return rows, figures
+
+
 def run(config, overrides, device):
     """Measures and reports, on `device`."""
     images, labels, data_kind = common.mnist_arrays(FLAGS.data_dir)
@@ -262,10 +302,19 @@ def run(config, overrides, device):
     alone = max(alone_tf, alone_xla)
     ceiling = alone * 1e9 / flops * batch_size
 
-    burn_in, times, runner = common.measure_mnist_tf(config, images, labels, FLAGS.repeats,
-                                                     device)
-    steps_per_call = runner.steps_per_call
-    ours_rate = common.median_rate(num, times)
+    import jax_reference
+    import numpy as np
+
+    use_jax = jax_reference.available() if FLAGS.jax is None else FLAGS.jax
+    ours_rates, jax_rounds = [], []
+    for _ in range(FLAGS.rounds):  # Interleaved: mnist_tf, then JAX, per round.
+        burn_in, times, runner = common.measure_mnist_tf(config, images, labels,
+                                                         FLAGS.repeats, device)
+        steps_per_call = runner.steps_per_call
+        ours_rates.append(common.median_rate(num, times))
+        if use_jax:
+            jax_rounds.append(measure_jax(images, labels, config, steps_per_call))
+    ours_rate = float(np.median(ours_rates))
     step_gflops = ours_rate / batch_size * flops / 1e9
     machine = common.machine()
     flags_measured = {"data_on_device": config.data_on_device,
@@ -281,6 +330,7 @@ def run(config, overrides, device):
         "mnist_tf_default_flags": not overrides, "mnist_tf_overrides": overrides,
         "mnist_tf_flags": flags_measured, "mnist_tf_runner": type(runner).__name__,
         "examples_per_second": round(ours_rate, 1),
+        "round_examples_per_second": [round(r, 1) for r in ours_rates],
         "epoch_seconds": [round(t, 4) for t in times],
         "burn_in_seconds": round(burn_in, 3),
         "step_flops": flops,
@@ -309,8 +359,13 @@ def run(config, overrides, device):
         (f"mnist_tf ({headline})",
          f"{ours_rate:,.0f} examples/s ({type(runner).__name__}, "
          + ", ".join(f"{k}={v}" for k, v in flags_measured.items())
-         + f"; median of {FLAGS.repeats} epochs, burn-in {burn_in:.1f} s)"),
+         + f"; median of {FLAGS.repeats} epochs, of {FLAGS.rounds} round(s); burn-in "
+         f"{burn_in:.1f} s)"),
     ]
+    if jax_rounds:
+        jax_rows, figures = jax_rows_and_figures(jax_rounds, ours_rate, steps_per_call)
+        rows += jax_rows
+        result.update(figures)
     if FLAGS.keras:
         keras_rows, figures = keras_rows_and_figures(images, labels, config, steps_per_call,
                                                 ours_rate)
