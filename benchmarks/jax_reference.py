@@ -58,14 +58,17 @@ def init_params(key, sizes: list[int]):
     return params
 
 
-def make_train_epoch(hidden_sizes: list[int], batch_size: int, steps_per_scan: int,
-                     learning_rate: float = 1e-3):
-    """(init(seed) -> state, run_scan(state, images, labels, order, start) -> (state, loss)).
+def make_trainer(hidden_sizes: list[int], batch_size: int, learning_rate):
+    """(init(seed) -> (params, opt_state), run(params, opt_state, images, labels, order,
+    start, length) -> (params, opt_state, last loss)).
 
-    `run_scan` trains `steps_per_scan` batches, those of `order` from batch
-    `start`, in one compiled `lax.scan`; the state (parameters, Adam's
-    state) is donated.
+    `run` trains `length` batches, those of `order` from batch `start`, in one
+    compiled `lax.scan` (compiled once per distinct `length`); the parameters
+    and Adam's state are donated. `learning_rate` is a number or an optax
+    schedule of the step.
     """
+    import functools
+
     import jax
     import jax.numpy as jnp
     import optax
@@ -77,11 +80,7 @@ def make_train_epoch(hidden_sizes: list[int], batch_size: int, steps_per_scan: i
         return params, optimizer.init(params)
 
     def loss_fn(params, images, labels):
-        x = images.astype(jnp.float32) / 255.0
-        for kernel, bias in params[:-1]:
-            x = jax.nn.relu(x @ kernel + bias)
-        kernel, bias = params[-1]
-        logits = x @ kernel + bias
+        logits = forward(params, images.astype(jnp.float32) / 255.0)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
     def step(carry, batch_index):
@@ -92,32 +91,47 @@ def make_train_epoch(hidden_sizes: list[int], batch_size: int, steps_per_scan: i
         params = optax.apply_updates(params, updates)
         return (params, opt_state, images, labels, order), loss
 
-    @jax.jit
-    def _scan(params, opt_state, images, labels, order, start):
-        indices = start + jnp.arange(steps_per_scan)
+    @functools.partial(jax.jit, static_argnums=(6,), donate_argnums=(0, 1))
+    def run(params, opt_state, images, labels, order, start, length):
+        indices = start + jnp.arange(length)
         (params, opt_state, *_), losses = jax.lax.scan(
             step, (params, opt_state, images, labels, order), indices)
         return params, opt_state, losses[-1]
 
-    run = jax.jit(_scan, donate_argnums=(0, 1))
     return init, run
+
+
+def forward(params, x):
+    """Logits of float inputs `x` [N, 784]: ReLU hidden layers, a linear last layer."""
+    import jax
+
+    for kernel, bias in params[:-1]:
+        x = jax.nn.relu(x @ kernel + bias)
+    kernel, bias = params[-1]
+    return x @ kernel + bias
+
+
+def on_device(images, labels):
+    """uint8 images [N, 784] and int32 labels, placed on the default device."""
+    import jax
+    import numpy as np
+
+    return (jax.device_put(np.asarray(images, np.uint8).reshape(len(images), -1)),
+            jax.device_put(np.asarray(labels, np.int32)))
 
 
 def train(images, labels, hidden_sizes: list[int], batch_size: int, epochs: int,
           steps_per_scan: int = 50, seed: int = 0, learning_rate: float = 1e-3):
-    """Trains `epochs` epochs; returns (parameters, [examples/s of each epoch]).
+    """Trains `epochs` epochs at a constant rate; returns (params, [examples/s per epoch]).
 
-    The device holds the uint8 images and int32 labels; each epoch draws one
-    permutation and trains its whole scans of whole batches.
+    Each epoch draws one permutation and trains its whole scans of whole batches.
     """
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
-    init, run = make_train_epoch(hidden_sizes, batch_size, steps_per_scan, learning_rate)
+    init, run = make_trainer(hidden_sizes, batch_size, learning_rate)
     params, opt_state = init(seed)
-    images = jax.device_put(jnp.asarray(np.asarray(images, np.uint8).reshape(len(images), -1)))
-    labels = jax.device_put(jnp.asarray(np.asarray(labels, np.int32)))
+    images, labels = on_device(images, labels)
     scans = len(images) // batch_size // steps_per_scan
     key, rates = jax.random.PRNGKey(seed + 1), []
     for _ in range(epochs):
@@ -126,23 +140,69 @@ def train(images, labels, hidden_sizes: list[int], batch_size: int, epochs: int,
         start = time.perf_counter()
         for scan in range(scans):
             params, opt_state, loss = run(params, opt_state, images, labels, order,
-                                          scan * steps_per_scan)
+                                          scan * steps_per_scan, steps_per_scan)
         float(loss)  # Waits for the epoch's work.
         rates.append(scans * steps_per_scan * batch_size / (time.perf_counter() - start))
     return params, rates
 
 
 def accuracy(params, images, labels) -> float:
-    """Test accuracy of `params` on uint8 images."""
+    """Accuracy of `params` on uint8 images (on the device) and their labels."""
     import jax.numpy as jnp
-    import numpy as np
 
-    x = jnp.asarray(np.asarray(images, np.uint8).reshape(len(images), -1)).astype(
-        jnp.float32) / 255.0
-    for kernel, bias in params[:-1]:
-        x = jnp.maximum(x @ kernel + bias, 0.0)
-    kernel, bias = params[-1]
-    return float((jnp.argmax(x @ kernel + bias, axis=1) == jnp.asarray(labels)).mean())
+    logits = forward(params, images.astype(jnp.float32) / 255.0)
+    return float((jnp.argmax(logits, axis=1) == labels).mean())
+
+
+def plan(steps_per_epoch: int, eval_every_steps: int, steps_per_scan: int) -> list[int]:
+    """The scan lengths of one epoch: at most `steps_per_scan`, ending at every evaluation."""
+    ends = sorted({*range(eval_every_steps, steps_per_epoch, eval_every_steps),
+                   steps_per_epoch})
+    lengths, step = [], 0
+    for end in ends:
+        while step < end:
+            lengths.append(min(steps_per_scan, end - step))
+            step += lengths[-1]
+    return lengths
+
+
+def time_to_target(data, target: float, hidden_sizes: list[int], batch_size: int, epochs: int,
+                   learning_rate: float, warmup_steps: int, eval_every_steps: int,
+                   steps_per_scan: int = 50, seed: int = 0) -> dict:
+    """Trains the recipe until the test accuracy reaches `target`; returns when it did.
+
+    The recipe of configs/fast.cfg: linear warmup to `learning_rate`, then a
+    cosine decay to 0 at the last step. The test accuracy is measured on all
+    test images at every `eval_every_steps` and at each epoch's end.
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    images, labels = on_device(data["train_images"], data["train_labels"])
+    test_images, test_labels = on_device(data["test_images"], data["test_labels"])
+    steps_per_epoch = len(images) // batch_size
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, learning_rate, warmup_steps, epochs * steps_per_epoch, 0.0)
+    init, run = make_trainer(hidden_sizes, batch_size, schedule)
+    params, opt_state = init(seed)
+    key, step, evaluations = jax.random.PRNGKey(seed + 1), 0, []
+    for _ in range(epochs):
+        key, sub = jax.random.split(key)
+        order = jax.random.permutation(sub, len(images)).astype(jnp.int32)
+        offset = 0
+        for length in plan(steps_per_epoch, eval_every_steps, steps_per_scan):
+            params, opt_state, _ = run(params, opt_state, images, labels, order, offset, length)
+            offset, step = offset + length, step + length
+            if offset % eval_every_steps and offset != steps_per_epoch:
+                continue
+            evaluations.append(accuracy(params, test_images, test_labels))
+            if evaluations[-1] >= target:
+                return {"target_reached_unix_time": time.time(), "target_reached_step": step,
+                        "target_reached_epoch": round(step / steps_per_epoch, 3),
+                        "evaluations": evaluations}
+    return {"target_reached_unix_time": None, "target_reached_step": None,
+            "target_reached_epoch": None, "evaluations": evaluations}
 
 
 def run_in_subprocess(*args: str, timeout: float = 900) -> dict:
@@ -162,30 +222,46 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden_sizes", default="256,128")
     parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=4, help="Epochs, the first a burn-in.")
+    parser.add_argument("--epochs", type=int, default=4,
+                        help="Epochs (throughput: the first is a burn-in).")
     parser.add_argument("--steps_per_scan", type=int, default=50)
     parser.add_argument("--examples", type=int, default=60000)
     parser.add_argument("--npz", default=None,
-                        help="npz with train_images (uint8) and train_labels, as "
-                        "train_throughput.py writes it (else random digits).")
+                        help="npz with train_images (uint8), train_labels (and test_images, "
+                        "test_labels with --target), as the benchmarks write it (else random "
+                        "digits).")
+    parser.add_argument("--target", type=float, default=None,
+                        help="Train until this test accuracy (time to accuracy) instead of "
+                        "timing epochs.")
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--warmup_steps", type=int, default=0)
+    parser.add_argument("--eval_every_steps", type=int, default=117)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="Print one JSON line.")
     args = parser.parse_args()
     hidden = [int(size) for size in args.hidden_sizes.split(",") if size]
-    images, labels = load_images(args.npz, args.examples)
-    params, rates = train(images, labels, hidden, args.batch_size, args.epochs,
-                          args.steps_per_scan)
-    steady = rates[1:] or rates
     import jax
 
     figures = {"trainer": "jax", "jax_version": jax.__version__,
-               "batch_size": args.batch_size, "hidden_sizes": hidden,
-               "examples_per_second": float(np.median(steady)), "epochs": rates}
+               "batch_size": args.batch_size, "hidden_sizes": hidden}
+    if args.target is not None:
+        with np.load(args.npz) as data:
+            figures.update(time_to_target(
+                dict(data), args.target, hidden, args.batch_size, args.epochs,
+                args.learning_rate, args.warmup_steps, args.eval_every_steps,
+                args.steps_per_scan, args.seed))
+        print(json.dumps(figures))
+        return
+    images, labels = load_images(args.npz, args.examples)
+    _, rates = train(images, labels, hidden, args.batch_size, args.epochs, args.steps_per_scan,
+                     args.seed, args.learning_rate)
+    figures.update(examples_per_second=float(np.median(rates[1:] or rates)), epochs=rates)
     if args.json:
         print(json.dumps(figures))
-    else:
-        for epoch, rate in enumerate(rates):
-            print(f"epoch {epoch}: {rate:,.0f} examples/s")
-        print(f"median after the first: {figures['examples_per_second']:,.0f} examples/s")
+        return
+    for epoch, rate in enumerate(rates):
+        print(f"epoch {epoch}: {rate:,.0f} examples/s")
+    print(f"median after the first: {figures['examples_per_second']:,.0f} examples/s")
 
 
 def load_images(npz: str | None, examples: int):

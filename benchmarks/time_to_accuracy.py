@@ -11,7 +11,13 @@ accuracy first reaches --target:
   --stop_at_test_accuracy=TARGET --eval_every_steps=...`, which records the
   time in results.json (`target_reached`);
 - Keras: benchmarks/keras_reference.py, the seeds' recipe (512-256, Adam 1e-3,
-  batch 32) under `model.fit`, stopped by a callback.
+  batch 32) under `model.fit`, stopped by a callback;
+- JAX (when installed, `pip install -e ".[bench]"`): benchmarks/jax_reference.py
+  with fast.cfg's recipe (512-256, batch 128, Adam 3e-3 with 100 warmup steps
+  and a cosine decay over 2 epochs), `jax.jit` of `lax.scan`s of up to 50 steps,
+  the data on the device. At its best: its data is read from an npz written
+  before any clock starts, so it pays neither TensorFlow's import nor TFDS's
+  reader.
 
 Both evaluate on the full 10,000-image test set every --eval_every_examples
 training examples (and mnist_tf also at each epoch's end), so neither is
@@ -38,6 +44,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
+import jax_reference  # noqa: E402
 from absl import flags, logging  # noqa: E402
 
 from mnist_tf import cli  # noqa: E402
@@ -51,6 +58,7 @@ flags.DEFINE_integer("repeats", 3, "Runs of each (seed 0, 1, ...); medians are r
 flags.DEFINE_integer("eval_every_examples", 15000,
                      "Training examples between test evaluations, for both.")
 flags.DEFINE_boolean("keras", True, "Also run the Keras reference.")
+flags.DEFINE_boolean("jax", None, "Also run the JAX recipe; unset: when JAX is installed.")
 flags.DEFINE_integer("keras_max_epochs", 20, "Keras gives up after this many epochs.")
 flags.DEFINE_string("keras_hidden_sizes", "512,256", "The Keras reference's hidden layers.")
 flags.DEFINE_multi_string("extra_flag", [], "Extra flag for mnist_tf's run (repeatable).")
@@ -123,6 +131,44 @@ def time_keras(seed: int, data_dir: str, scratch: str) -> dict:
     }
 
 
+def time_jax(seed: int, npz: str, eval_every_steps: int, scratch: str) -> dict:
+    """One JAX recipe run to the target; returns its seconds and step (None: missed)."""
+    config = FLAGS.config
+    spawned, exited, result = run_child(
+        [os.path.join(REPO, "benchmarks", "jax_reference.py"), f"--target={FLAGS.target}",
+         f"--npz={npz}", f"--seed={seed}", f"--eval_every_steps={eval_every_steps}",
+         f"--hidden_sizes={flagfile_value(config, 'hidden_sizes', '512,256')}",
+         f"--batch_size={flagfile_value(config, 'batch_size', '128')}",
+         f"--epochs={flagfile_value(config, 'epochs', '2')}",
+         f"--learning_rate={flagfile_value(config, 'learning_rate', '3e-3')}",
+         f"--warmup_steps={flagfile_value(config, 'warmup_steps', '100')}", "--json"],
+        os.path.join(scratch, f"jax_{seed}.log"))
+    child = json.loads(result.stdout.strip().splitlines()[-1])
+    return {
+        "seed": seed,
+        **common.attempt(spawned, exited, child["target_reached_unix_time"]),
+        "step": child["target_reached_step"],
+        "epoch": child["target_reached_epoch"],
+        "evaluations": len(child["evaluations"]),
+    }
+
+
+def write_npz(data_dir: str, path: str) -> None:
+    """The prepared MNIST as uint8/int32 arrays, for the JAX recipe."""
+    import numpy as np
+    import tensorflow_datasets as tfds
+
+    from mnist_tf.data import pipeline
+
+    splits = pipeline.decoded_arrays(tfds.builder("mnist", data_dir=data_dir))
+    arrays = {}
+    for split in ("train", "test"):
+        images, labels = splits[split]
+        arrays.update({f"{split}_images": images.reshape(len(images), 28, 28),
+                       f"{split}_labels": labels.astype(np.int32)})
+    np.savez(path, **arrays)
+
+
 def describe_runs(runs: list[dict]) -> str:
     """Each run's seconds and epoch, or FAILED with its whole-run seconds."""
     return ", ".join(f"{r['seconds']} s (epoch {r['epoch']})" if r["reached"]
@@ -142,20 +188,27 @@ def main(argv):
     data_dir = sources.ensure_mnist(FLAGS.data_dir, None, True).data_dir
     batch_size = int(flagfile_value(FLAGS.config, "batch_size", "128"))
     eval_every_steps = max(1, FLAGS.eval_every_examples // batch_size)
-    ours, keras = [], []
+    ours, keras, jax = [], [], []
     # Removed at the end; kept (with the children's logs) if a child fails.
     scratch = tempfile.mkdtemp(prefix="time_to_accuracy_")
+    use_jax = jax_reference.available() if FLAGS.jax is None else FLAGS.jax
+    if use_jax:
+        npz = os.path.join(scratch, "mnist.npz")
+        write_npz(data_dir, npz)
     for seed in range(FLAGS.repeats):
         ours.append(time_mnist_tf(seed, data_dir, eval_every_steps, scratch))
         print(f"repeat {seed}: mnist_tf {describe_runs(ours[-1:])}", flush=True)
         if FLAGS.keras:
             keras.append(time_keras(seed, data_dir, scratch))
             print(f"repeat {seed}: Keras model.fit {describe_runs(keras[-1:])}", flush=True)
+        if use_jax:
+            jax.append(time_jax(seed, npz, eval_every_steps, scratch))
+            print(f"repeat {seed}: JAX {describe_runs(jax[-1:])}", flush=True)
     shutil.rmtree(scratch, ignore_errors=True)
-    report(ours, keras)
+    report(ours, keras, jax)
 
 
-def report(ours: list[dict], keras: list[dict]) -> None:
+def report(ours: list[dict], keras: list[dict], jax: list[dict]) -> None:
     """Prints the table and the JSON line."""
     machine = common.machine()
     result = {
@@ -177,6 +230,10 @@ def report(ours: list[dict], keras: list[dict]) -> None:
         result["keras_fit_runs"] = keras
         sides.append(("keras_fit", "Keras model.fit", keras,
                       f"{FLAGS.keras_hidden_sizes}, Adam 1e-3, batch 32"))
+    if jax:
+        result["jax_runs"] = jax
+        sides.append(("jax", "JAX (jit + lax.scan)", jax,
+                      "fast.cfg's recipe, data from an npz prepared before the clock"))
     for key, name, runs, recipe in sides:
         summary = common.summarize_attempts(runs)
         result[f"{key}_seconds"] = summary["median_seconds"]
@@ -190,6 +247,10 @@ def report(ours: list[dict], keras: list[dict]) -> None:
         result["fraction_of_keras_time"] = round(ours_median / keras_median, 4)
         rows.append(("mnist_tf / Keras", f"{ours_median / keras_median:.3f} "
                                          f"({keras_median / ours_median:.2f}x faster)"))
+    if jax:
+        ours_median, jax_median = result["mnist_tf_seconds"], result["jax_seconds"]
+        result["fraction_of_jax_time"] = round(ours_median / jax_median, 4)
+        rows.append(("mnist_tf / JAX", f"{ours_median / jax_median:.3f}"))
     common.report("Time to accuracy", rows, result, FLAGS.output)
 
 
