@@ -102,15 +102,17 @@ def load(workdir: str | os.PathLike, checkpoint: str | os.PathLike | None = None
     Args:
         workdir: a workdir that `train_and_evaluate` (or `python -m
             mnist_tf.train`) trained in.
-        checkpoint: a checkpoint prefix such as `WORKDIR/checkpoints/ckpt-20`;
-            None means the workdir's newest.
+        checkpoint: None or "latest" (the workdir's newest checkpoint), "best"
+            (the best one, kept by training with `keep_best`), or a checkpoint
+            prefix such as `WORKDIR/checkpoints/ckpt-20`.
 
     Returns:
         A `Classifier`.
 
     Raises:
         UserError: if the workdir does not exist or holds no trained run.
-        CheckpointError: for a missing, damaged or mismatched checkpoint.
+        CheckpointError: for a missing, damaged or mismatched checkpoint, or
+            "best" in a workdir that keeps no best checkpoint.
     """
     from mnist_tf.quiet import quiet
 

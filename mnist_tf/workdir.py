@@ -21,6 +21,10 @@ Written by training (`python -m mnist_tf.train`, `mnist_tf.train_and_evaluate`):
                        themselves (`checkpoint_paths`), and
                        tf.train.CheckpointManager's state file `checkpoint`; see
                        mnist_tf/training/checkpoints.py
+    checkpoints/best/  with --keep_best: one ckpt-N (the step of the best
+                       validation value so far) and its own state file
+                       `checkpoint`, apart from the rolling ones, which never
+                       delete it (`best_checkpoint_paths`); --checkpoint=best
     train/, validation/, test/
                        TensorBoard's runs (scalars, images, histograms); the
                        HParams session and the layer table are event files in the
@@ -62,6 +66,8 @@ RESULTS_FILE = "results.json"
 REEVALUATION_FILE = "reevaluation.json"
 LOCK_FILE = "train.lock"
 CHECKPOINT_SUBDIR = "checkpoints"  # tf.train.CheckpointManager's directory.
+# The best checkpoint's directory (--keep_best), inside the rolling ones'.
+BEST_SUBDIR = os.path.join(CHECKPOINT_SUBDIR, "best")
 # Where TensorBoard's runs go: the workdir itself. HParams pairs a session (the
 # directory of its hparams summary) with the scalar runs below it, so the
 # session sits in the workdir and `tensorboard --logdir=runs` names the runs
@@ -390,7 +396,24 @@ def checkpoint_paths(workdir: str) -> list[str]:
     state file, which a crash or a hand edit may have damaged. A checkpoint
     still being written has no index at its final name yet.
     """
-    directory = os.path.join(workdir, CHECKPOINT_SUBDIR)
+    return _checkpoints_in(os.path.join(workdir, CHECKPOINT_SUBDIR))
+
+
+def best_checkpoint_paths(workdir: str) -> list[str]:
+    """The best checkpoints in `workdir/checkpoints/best` (--keep_best), newest first.
+
+    One, but for a run killed between writing a new best and deleting the
+    one it replaces: then the newest is the best (its run resumes from it).
+    """
+    return _checkpoints_in(os.path.join(workdir, BEST_SUBDIR))
+
+
+def checkpoint_step(path: str) -> int:
+    """The step of checkpoint prefix `.../ckpt-N`."""
+    return int(os.path.basename(path).rsplit("-", 1)[1])
+
+
+def _checkpoints_in(directory: str) -> list[str]:
     try:
         names = os.listdir(directory)
     except OSError:

@@ -43,8 +43,40 @@ class LoadedModel:
         return f"{self.checkpoint} (step {self.step}, {self.config.weights_description})"
 
 
+# --checkpoint's words: the newest rolling checkpoint, and the best (--keep_best).
+LATEST, BEST = "latest", "best"
+# How often `load_model` looks for the best again when the one it was reading
+# was replaced under it (a live run's new best).
+_MAX_BEST_TRIES = 5
+
+
+def resolve_checkpoint(workdir: str, checkpoint: str | None) -> str | None:
+    """What --checkpoint names: None for the newest (None, "latest"), a prefix otherwise.
+
+    The one reading of --checkpoint for every tool (evaluate, predict,
+    export, plot, `mnist_tf.load`): "best" is the workdir's best checkpoint
+    (`--keep_best`, `workdir.best_checkpoint_paths`); anything else is a
+    checkpoint prefix, checked by the restore.
+
+    Raises:
+        CheckpointError: for "best" when the workdir keeps no best checkpoint.
+    """
+    if checkpoint is None or checkpoint == LATEST:
+        return None
+    if checkpoint != BEST:
+        return checkpoint
+    found = workdirs.best_checkpoint_paths(workdir)
+    if not found:
+        raise CheckpointError(
+            f"--checkpoint=best: {workdir} keeps no best checkpoint "
+            f"({os.path.join(workdir, workdirs.BEST_SUBDIR)} holds none); train with "
+            "--keep_best=validation_loss (or validation_accuracy, either with "
+            "--validation_size > 0) to keep one, or pass --checkpoint=latest")
+    return found[0]
+
+
 def load_model(workdir: str, checkpoint: str | None = None, log=None) -> LoadedModel:
-    """Builds the workdir's training state and restores the newest (or the named) checkpoint.
+    """Builds the workdir's training state and restores the newest, best or named checkpoint.
 
     The same restore as training's (`training.state.restore`): every variable
     must match, a damaged newest checkpoint falls back to the newest intact
@@ -54,8 +86,9 @@ def load_model(workdir: str, checkpoint: str | None = None, log=None) -> LoadedM
 
     Args:
         workdir: a training workdir.
-        checkpoint: a checkpoint prefix (e.g. `WORKDIR/checkpoints/ckpt-4290`);
-            None means the newest in the workdir.
+        checkpoint: "latest" or None (the newest in the workdir), "best" (the
+            best checkpoint that `--keep_best` kept: `resolve_checkpoint`), or
+            a checkpoint prefix (e.g. `WORKDIR/checkpoints/ckpt-4290`).
         log: receives the fallback warning (default: stderr).
 
     Returns:
@@ -63,11 +96,26 @@ def load_model(workdir: str, checkpoint: str | None = None, log=None) -> LoadedM
 
     Raises:
         UserError: if the workdir holds no run.
-        CheckpointError: if there is no checkpoint, or none can be restored.
+        CheckpointError: if there is no checkpoint (no best one, for "best"),
+            or none can be restored.
     """
+    workdirs.check_is_directory(workdir)  # First: "holds no checkpoint" would mislead.
+    for _ in range(_MAX_BEST_TRIES if checkpoint == BEST else 1):
+        path = resolve_checkpoint(workdir, checkpoint)
+        try:
+            return _load(workdir, path, log)
+        except CheckpointError:
+            # A live run replaced its best while it was read: read the new one.
+            if checkpoint != BEST or os.path.exists(path + ".index"):
+                raise
+    raise CheckpointError(f"--checkpoint=best: the best checkpoint in {workdir} kept being "
+                          "replaced while it was read; try again")
+
+
+def _load(workdir: str, checkpoint: str | None, log) -> LoadedModel:
+    """`load_model` of the newest checkpoint (None) or a prefix."""
     from mnist_tf.training import state as train_state
 
-    workdirs.check_is_directory(workdir)  # First: "holds no checkpoint" would mislead.
     config, _ = train_state.recorded_config(workdir, checkpoint if _exists(checkpoint) else None)
     if config is None:
         workdirs.read_config(workdir)  # A workdir with no run says so.

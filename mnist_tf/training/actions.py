@@ -64,6 +64,11 @@ class PeriodicAction:
             return False
         return step % self.every_steps == 0 or step == self.last_step
 
+    @property
+    def stops(self) -> bool:
+        """Whether the action has ended the run: the loop trains no further step."""
+        return False
+
     def begin(self, step: int) -> None:
         """Called once before training starts at `step`."""
 
@@ -226,6 +231,11 @@ class StopAtAccuracy(PeriodicAction):
         self.log, self.process_start = log, process_start
         self.reached: dict | None = None
 
+    @property
+    def stops(self) -> bool:
+        """Once the target is reached."""
+        return self.reached is not None
+
     def due(self, step: int) -> bool:
         """Right after an evaluation at this step."""
         return bool(self.target) and self.evaluator.evaluated_step == step
@@ -239,6 +249,67 @@ class StopAtAccuracy(PeriodicAction):
                         "seconds": round(now - self.process_start, 3)}
         self.log(f"Test accuracy reached --stop_at_test_accuracy={self.target} at step {step}, "
                  f"{self.reached['seconds']:.1f}s after process start; stopping")
+
+
+class KeepBest(PeriodicAction):
+    """After each evaluation: keeps a new best checkpoint; stops after `patience` without one.
+
+    The test split never chooses: only the validation metric of `--keep_best`
+    is read. The record (best value, its step, the evaluations since) is
+    the training state's (`state.BestRecord`), so it resumes exactly.
+
+    Attributes:
+        stopped: None until `--early_stopping_patience` evaluations in a row
+            brought no new best; then {"step", "patience"}. The loop stops
+            once it is set.
+    """
+
+    def __init__(self, keeper, evaluator, patience: int, log: Callable[[str], None]):
+        """`keeper`: a `trainer.BestCheckpointer` (None: `--keep_best=none`, never due).
+
+        Args:
+            keeper: records each evaluation and saves a new best.
+            evaluator: whose validation results it reads.
+            patience: evaluations without a new best that end the run (0: never).
+            log: receives the new-best and stop lines.
+        """
+        super().__init__(0)
+        self.keeper, self.evaluator = keeper, evaluator
+        self.patience, self.log = patience, log
+        self.stopped: dict | None = None
+
+    @property
+    def stops(self) -> bool:
+        """Once the patience ran out."""
+        return self.stopped is not None
+
+    def begin(self, step: int) -> None:
+        """Stops at once if the restored record has run out of patience already."""
+        if self.keeper is not None and self._out_of_patience():
+            self._stop(step)
+
+    def due(self, step: int) -> bool:
+        """Right after an evaluation at this step."""
+        return self.keeper is not None and self.evaluator.evaluated_step == step
+
+    def __call__(self, step: int, output=None) -> None:
+        """Records the evaluation's value; saves a new best, or counts one more without."""
+        keeper = self.keeper
+        if keeper.consider(step, self.evaluator.evaluations["validation"]):
+            self.log(f"New best {keeper.metric} {keeper.value:.4f} at step {step}: "
+                     f"saved {keeper.path}")
+        elif self._out_of_patience():
+            self._stop(step)
+
+    def _out_of_patience(self) -> bool:
+        return bool(self.patience) and self.keeper.stale >= self.patience
+
+    def _stop(self, step: int) -> None:
+        keeper = self.keeper
+        self.stopped = {"step": step, "patience": self.patience}
+        self.log(f"No new best {keeper.metric} in {keeper.stale} evaluations (best "
+                 f"{keeper.value:.4f} at step {keeper.step}): stopping early at step {step} "
+                 f"(--early_stopping_patience={self.patience})")
 
 
 class Profile(PeriodicAction):
@@ -308,12 +379,23 @@ class Preempt(PeriodicAction):
 
 
 class Actions(NamedTuple):
-    """A run's periodic actions by name; iterating gives the order they run in at a step."""
+    """A run's periodic actions by name; iterating gives the order they run in at a step.
+
+    The evaluation and the best-keeping come before the checkpoint, so a
+    checkpoint at a step carries that step's record of the best; the run
+    resumed from it does not evaluate that step again.
+    """
 
     profile: Profile
     progress: ReportProgress
     histograms: WriteHistograms
-    checkpoint: SaveCheckpoint
     evaluate: Evaluate
+    keep_best: KeepBest
     stop_at_accuracy: StopAtAccuracy
+    checkpoint: SaveCheckpoint
     preempt: Preempt
+
+    @property
+    def stops(self) -> bool:
+        """Whether an action has ended the run (a target reached, patience run out)."""
+        return any(action.stops for action in self)

@@ -8,12 +8,13 @@ depend on a file the trainer rewrites at every save.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
 import tensorflow as tf
 
-from mnist_tf import files
+from mnist_tf import disk, files
 from mnist_tf import workdir as workdirs
 from mnist_tf.errors import CheckpointError
 from mnist_tf.workdir import CHECKPOINT_SUBDIR
@@ -46,6 +47,50 @@ def make_manager(workdir: str, max_to_keep: int, log=None,
                        "from the checkpoint files")
     return tf.train.CheckpointManager(tf.train.Checkpoint(**objects), directory,
                                       max_to_keep=max_to_keep)
+
+
+def save_best(checkpoint: tf.train.Checkpoint, workdir: str, step: int) -> str:
+    """Saves `checkpoint` as the best one, `workdir/checkpoints/best/ckpt-<step>`; returns it.
+
+    The best checkpoint (`--keep_best`) is a whole training state, as the
+    rolling ones are: `--checkpoint=best` restores it through the same
+    restore, and a run killed after writing a new best resumes from it. The
+    new one is complete before the one it replaces is deleted (`prune_best`).
+    """
+    directory = os.path.join(workdir, workdirs.BEST_SUBDIR)
+    path = os.path.join(directory, f"ckpt-{step}")
+    with disk.writing(path, "free space or use another --workdir", created_in=directory):
+        os.makedirs(directory, exist_ok=True)
+        checkpoint.write(path)
+    prune_best(workdir, step)
+    return path
+
+
+def prune_best(workdir: str, step: int) -> list[str]:
+    """Deletes the best checkpoints other than `ckpt-<step>` (-1: all); returns those deleted.
+
+    Also after a run killed between writing a new best and deleting the one
+    it replaced, or resumed from a checkpoint older than its newest best: the
+    restored record decides. The state file `checkpoint` then names what is
+    kept (for `tf.train.latest_checkpoint`). Only a run that holds the
+    workdir's lock calls this.
+    """
+    directory = os.path.join(workdir, workdirs.BEST_SUBDIR)
+    found = workdirs.best_checkpoint_paths(workdir)
+    stale = [path for path in found if workdirs.checkpoint_step(path) != step]
+    for path in stale:
+        os.remove(path + ".index")  # First: a half-deleted checkpoint is no longer listed.
+        prefix = os.path.basename(path) + ".data-"
+        for name in os.listdir(directory):
+            if name.startswith(prefix):
+                os.remove(os.path.join(directory, name))
+    kept = [path for path in found if path not in stale]
+    if kept:
+        _rewrite_state_file(directory, kept)
+    elif stale:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(directory, STATE_FILE))
+    return stale
 
 
 def state_file_problem(workdir: str) -> str | None:

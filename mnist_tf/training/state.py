@@ -39,6 +39,8 @@ class TrainState(tf.Module):
         ema: with `--ema_decay`, the moving average of the weights (float32
             variables, checkpointed as `ema/...`); None otherwise, so runs
             without it keep their checkpoint layout.
+        best: with `--keep_best`, the `BestRecord` (checkpointed as
+            `best/...`); None otherwise, for the same reason.
         config: the run's configuration as text (`workdir.config_text`), a
             string variable: the checkpoint carries the settings that trained
             it, so the resume check needs no file beside it.
@@ -78,6 +80,8 @@ class TrainState(tf.Module):
         # Outside the strategy's scope: one generator, drawn from once per
         # step in cross-replica context, exactly as without a strategy.
         self.rng = tf.random.Generator.from_seed(config.seed + 1)
+        # Read and assigned eagerly between steps: no replica ever touches it.
+        self.best = BestRecord(config.keep_best) if config.keep_best != "none" else None
         self.config = tf.Variable(workdirs.config_text(config), trainable=False, name="config")
 
     @property
@@ -91,10 +95,60 @@ class TrainState(tf.Module):
         return int(self.optimizer.step.numpy()) + int(self.loss_scale.skipped_steps.numpy())
 
 
+class BestRecord(tf.Module):
+    """The best value of a validation metric so far, its step, and the evaluations since.
+
+    Part of the training state, so a resumed run (and the checkpoint of the
+    best itself) carries the record exactly. As orbit's `NewBestMetric`: a
+    loss is better lower, an accuracy higher, and a tie keeps the earlier.
+
+    Attributes:
+        metric: "validation_loss" or "validation_accuracy" (`--keep_best`).
+        value: the best value (float64 holds the evaluation's float exactly).
+        step: its step; -1 before the first evaluation.
+        stale: evaluations in a row since it without a new best (what
+            `--early_stopping_patience` counts).
+    """
+
+    def __init__(self, metric: str, name: str | None = None):
+        super().__init__(name=name)
+        if metric not in ("validation_loss", "validation_accuracy"):
+            raise ValueError(f"metric must be validation_loss or validation_accuracy, "
+                             f"got {metric!r}")
+        self.metric = metric
+        self.value = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="value")
+        self.step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="step")
+        self.stale = tf.Variable(0, dtype=tf.int64, trainable=False, name="stale")
+
+    @property
+    def kept(self) -> bool:
+        """Whether an evaluation has set a best yet."""
+        return int(self.step.numpy()) >= 0
+
+    def improves(self, value: float) -> bool:
+        """Whether `value` is strictly better than the best (anything is, before the first)."""
+        if not self.kept:
+            return True
+        best = float(self.value.numpy())
+        return value < best if self.metric.endswith("_loss") else value > best
+
+    def update(self, step: int, value: float) -> bool:
+        """Records the evaluation at `step`; returns whether it is a new best."""
+        if not self.improves(value):
+            self.stale.assign_add(1)
+            return False
+        self.value.assign(value)
+        self.step.assign(step)
+        self.stale.assign(0)
+        return True
+
+
 def checkpoint_objects(state: TrainState) -> dict[str, tf.Module | tf.Variable]:
     """The checkpoint's objects by key: the one layout every tool saves and restores."""
     # The average only when there is one: runs without it keep their layout.
     extra = {"ema": state.ema} if state.ema is not None else {}
+    if state.best is not None:  # Likewise the best's record.
+        extra["best"] = state.best
     return dict(model=state.model, optimizer=state.optimizer, rng=state.rng,
                 loss_scale=state.loss_scale, **{checkpoints.CONFIG_KEY: state.config}, **extra)
 
@@ -103,6 +157,14 @@ def make_manager(state: TrainState, workdir: str, max_to_keep: int = 3, log=None
                  ) -> tf.train.CheckpointManager:
     """A manager saving `state` under `workdir/checkpoints` (see `checkpoints.make_manager`)."""
     return checkpoints.make_manager(workdir, max_to_keep, log, **checkpoint_objects(state))
+
+
+def best_checkpoint(state: TrainState) -> tf.train.Checkpoint:
+    """`state`'s checkpoint as `checkpoints.save_best` writes it (--keep_best)."""
+    checkpoint = tf.train.Checkpoint(**checkpoint_objects(state))
+    # Created now, as a manager's save does: every restore expects the counter.
+    checkpoint.save_counter  # noqa: B018
+    return checkpoint
 
 
 def recorded_config(workdir: str, checkpoint: str | None = None

@@ -26,11 +26,11 @@ from mnist_tf import workdir as workdirs
 from mnist_tf.config import ConfigError, TrainConfig
 from mnist_tf.data import pipeline, sources
 from mnist_tf.data.augment import AffineAugment
-from mnist_tf.errors import TrainingDiverged
+from mnist_tf.errors import CheckpointError, TrainingDiverged
 from mnist_tf.model.mlp import layer_table, params_sha256
 from mnist_tf.model.precision import policy
 from mnist_tf.model.schedules import make_schedule
-from mnist_tf.training import actions, distribute, preemption, runners
+from mnist_tf.training import actions, checkpoints, distribute, preemption, runners
 from mnist_tf.training import state as train_state
 from mnist_tf.training.evaluation import evaluate, evaluation_images
 from mnist_tf.training.steps import Metrics, make_eval_step, make_train_step
@@ -78,6 +78,58 @@ class Checkpointer:
                           "free space or use another --workdir", created_in=directory):
             self.manager.save(checkpoint_number=step)
         self.saved_step = step
+
+
+class BestCheckpointer:
+    """Keeps the checkpoint of the best validation value (`--keep_best`) apart from the others.
+
+    The record is the training state's `BestRecord`, updated before the save:
+    the best checkpoint carries itself as the best, and a rolling checkpoint
+    the record as of its step. The checkpoint is a whole training state
+    (`checkpoints.save_best`); the rolling ones' rotation never touches it.
+    """
+
+    def __init__(self, record: train_state.BestRecord, checkpoint: tf.train.Checkpoint,
+                 write_dir: str):
+        """Saves `checkpoint` (the state's, `state.best_checkpoint`) under `write_dir`."""
+        self.record, self.checkpoint, self.write_dir = record, checkpoint, write_dir
+        self.metric = record.metric
+        self.directory = os.path.join(write_dir, workdirs.BEST_SUBDIR)
+
+    @property
+    def value(self) -> float:
+        """The best value so far."""
+        return float(self.record.value.numpy())
+
+    @property
+    def step(self) -> int:
+        """Its step (-1: no evaluation yet)."""
+        return int(self.record.step.numpy())
+
+    @property
+    def stale(self) -> int:
+        """Evaluations in a row without a new best."""
+        return int(self.record.stale.numpy())
+
+    @property
+    def path(self) -> str | None:
+        """The best checkpoint's prefix (None: no evaluation yet)."""
+        return os.path.join(self.directory, f"ckpt-{self.step}") if self.record.kept else None
+
+    def consider(self, step: int, validation: dict[str, float]) -> bool:
+        """Records the validation metrics at `step`; saves the state if they are a new best."""
+        value = validation[self.metric.removeprefix("validation_")]
+        if not self.record.update(step, value):
+            return False
+        checkpoints.save_best(self.checkpoint, self.write_dir, step)
+        return True
+
+    def summary(self) -> dict | None:
+        """results.json's "best": metric, value, step, checkpoint (None before an evaluation)."""
+        if not self.record.kept:
+            return None
+        return {"metric": self.metric, "value": self.value, "step": self.step,
+                "checkpoint": self.path}
 
 
 class Evaluator:
@@ -180,12 +232,12 @@ def make_runner(config, state, schedule, metrics, splits, strategy, device=None,
 
 
 def make_actions(config: TrainConfig, span: actions.Span, *, metrics, writers, log, state_scalars,
-                 parameters, checkpointer, evaluator, stop_request=None, distributed=False,
-                 process_start=0.0) -> actions.Actions:
+                 parameters, checkpointer, evaluator, best=None, stop_request=None,
+                 distributed=False, process_start=0.0) -> actions.Actions:
     """The run's periodic actions, each given only the collaborators it uses.
 
     Args:
-        config: the intervals, the batch size and the accuracy target.
+        config: the intervals, the batch size, the accuracy target and the patience.
         span: the run's length.
         metrics: the train `steps.Metrics` the progress lines read and reset.
         writers: the run's `SummaryWriters`.
@@ -194,6 +246,7 @@ def make_actions(config: TrainConfig, span: actions.Span, *, metrics, writers, l
         parameters: {name: variable} of the model, for the histograms.
         checkpointer: a `Checkpointer`.
         evaluator: an `Evaluator`.
+        best: a `BestCheckpointer` (None: `--keep_best=none`).
         stop_request: polled for SIGTERM/SIGINT (None: never).
         distributed: whether the stop is the step's all-reduced vote.
         process_start: `time.time()` at process start, for `StopAtAccuracy`.
@@ -205,11 +258,12 @@ def make_actions(config: TrainConfig, span: actions.Span, *, metrics, writers, l
         progress=progress,
         histograms=actions.WriteHistograms(config.histogram_every_steps, span, writers,
                                            parameters),
-        checkpoint=actions.SaveCheckpoint(config.checkpoint_every_steps, span, checkpointer),
         evaluate=actions.Evaluate(config.eval_every_steps, config.eval_every_epochs, span,
                                   evaluator, progress, log),
+        keep_best=actions.KeepBest(best, evaluator, config.early_stopping_patience, log),
         stop_at_accuracy=actions.StopAtAccuracy(config.stop_at_test_accuracy, evaluator, log,
                                                 process_start),
+        checkpoint=actions.SaveCheckpoint(config.checkpoint_every_steps, span, checkpointer),
         preempt=actions.Preempt(stop_request, checkpointer, span, distributed),
     )
 
@@ -284,7 +338,8 @@ def train_loop(runner, span: actions.Span, periodic: actions.Actions, step: int,
     Each traced call runs up to `steps_per_call` steps and ends exactly where
     an action is due or the epoch ends; then `check(output, first step)`
     (the divergence check) and every due action `action(step, output)` run.
-    The loop stops early once `periodic.stop_at_accuracy.reached` is set.
+    The loop stops early once an action ends the run (`periodic.stops`: the
+    accuracy target reached, or the early-stopping patience run out).
 
     Args:
         runner: one of `runners`' runners (`make_runner`).
@@ -293,16 +348,16 @@ def train_loop(runner, span: actions.Span, periodic: actions.Actions, step: int,
         step: the steps already done.
         check: called with each call's output and its first step; may raise.
     """
-    progress, target = periodic.progress, periodic.stop_at_accuracy
+    progress = periodic.progress
     for action in periodic:
         action.begin(step)
     try:
-        while step < span.total_steps and target.reached is None:
+        while step < span.total_steps and not periodic.stops:
             epoch, offset = divmod(step, span.steps_per_epoch)
             epoch_end = min((epoch + 1) * span.steps_per_epoch, span.total_steps)
             runner.start_epoch(epoch, offset,
                                plan_calls(runner.steps_per_call, step, epoch_end, periodic))
-            while step < epoch_end and target.reached is None:
+            while step < epoch_end and not periodic.stops:
                 stop = next_stop(step, epoch_end, runner.steps_per_call, periodic)
                 call_start = time.perf_counter()
                 output = runner(step - epoch * span.steps_per_epoch, stop - step,
@@ -414,11 +469,11 @@ def _run_in_workdir(config: TrainConfig, workdir: str, write_dir: str, device: s
     set_seeds(config.seed, config.deterministic)
     source, splits = load_data()
     state = train_state.TrainState(config, strategy)
-    restored = train_state.restore(state, workdir, log=log)
+    restored, from_best = _restore(state, workdir, log)
     # Restored from the shared workdir; a worker other than the chief saves to scratch.
     checkpointer = Checkpointer(
         train_state.make_manager(state, write_dir, config.keep_checkpoints, log),
-        saved_step=state.step if restored else -1)
+        saved_step=state.step if restored and not from_best else -1)
     steps_per_epoch = splits.num_train // config.batch_size
     span = actions.Span(config.train_steps or config.epochs * steps_per_epoch, steps_per_epoch)
     schedule = make_schedule(config.lr_schedule, config.learning_rate, config.warmup_steps,
@@ -426,7 +481,7 @@ def _run_in_workdir(config: TrainConfig, workdir: str, write_dir: str, device: s
     metrics = Metrics(name="train_metrics", gradients=True,
                       clipping=bool(config.clip_grad_norm))
     runner = make_runner(config, state, schedule, metrics, splits, strategy, device, log)
-    complete = _recorded_results(state.step, span, workdir, restored)
+    complete = _recorded_results(state, config, span, workdir, restored)
     _log_setup(config, state, span, splits, device, strategy, restored, log,
                complete=complete is not None)
     if complete is not None:  # Nothing left to train: the run's record stays as is.
@@ -438,12 +493,13 @@ def _run_in_workdir(config: TrainConfig, workdir: str, write_dir: str, device: s
     workdirs.write_config(write_dir, config)
     try:
         evaluator = Evaluator(config, state.eval_model, splits, span, writers)
+        best = _best_checkpointer(state, write_dir, chief, log)
         _write_preamble(writers, config, state, runner, log)
         periodic = make_actions(
             config, span, metrics=metrics, writers=writers, log=log,
             state_scalars=functools.partial(_state_scalars, state, schedule),
             parameters=dict(zip(parameter_names(state.model), state.model.parameters())),
-            checkpointer=checkpointer, evaluator=evaluator, stop_request=stop_request,
+            checkpointer=checkpointer, evaluator=evaluator, best=best, stop_request=stop_request,
             distributed=strategy is not None, process_start=process_start)
         metrics.reset()
         step = _train_to_end(config, state.step, runner, span, periodic, evaluator,
@@ -460,6 +516,49 @@ def _run_in_workdir(config: TrainConfig, workdir: str, write_dir: str, device: s
     finally:
         writers.close()  # Also on errors: the events written so far are kept.
     return _report(results, write_dir, workdir, log)
+
+
+def _restore(state: train_state.TrainState, workdir: str, log) -> tuple[str | None, bool]:
+    """Restores the run's newest checkpoint, a best one newer than every rolling one included.
+
+    A run killed after saving a new best (`--keep_best`) and before its next
+    rolling checkpoint resumes from that best: a whole training state, so
+    the run goes on exactly as it would have, and its record of the best
+    (value, step, file) is the one the file itself carries.
+
+    Returns:
+        (the restored path or None, whether it is the best checkpoint).
+    """
+    if state.best is not None:
+        best, rolling = workdirs.best_checkpoint_paths(workdir), workdirs.checkpoint_paths(workdir)
+        step = workdirs.checkpoint_step
+        if best and (not rolling or step(best[0]) > step(rolling[0])):
+            try:
+                return train_state.restore(state, workdir, best[0], log=log), True
+            except CheckpointError as e:
+                if not rolling:
+                    raise
+                # Every variable is restored again from the rolling checkpoint.
+                log(f"warning: {e}; resuming from the newest rolling checkpoint instead")
+    return train_state.restore(state, workdir, log=log), False
+
+
+def _best_checkpointer(state: train_state.TrainState, write_dir: str, chief: bool,
+                       log) -> BestCheckpointer | None:
+    """The run's `BestCheckpointer` (None: `--keep_best=none`).
+
+    The restored record decides which best checkpoint is the run's: the chief
+    deletes any other (a run killed while replacing its best leaves both).
+    """
+    if state.best is None:
+        return None
+    if chief:
+        deleted = checkpoints.prune_best(write_dir, int(state.best.step.numpy()))
+        if deleted:
+            log(f"Deleted {', '.join(deleted)}: the restored record of the best names "
+                + (f"ckpt-{int(state.best.step.numpy())}" if state.best.kept else "none yet")
+                + " (a run stopped while replacing its best checkpoint leaves both)")
+    return BestCheckpointer(state.best, train_state.best_checkpoint(state), write_dir)
 
 
 def _load_data(config, splits, data_dir, manual_dir, allow_download, log):
@@ -562,6 +661,10 @@ def _results(config: TrainConfig, state, span: actions.Span, step: int, source,
         # Set when --stop_at_test_accuracy ended the run: the step, the time
         # and the seconds since process start at which it was reached.
         "target_reached": periodic.stop_at_accuracy.reached,
+        # With --keep_best: the best validation value, its step and checkpoint.
+        "best": best.summary() if (best := periodic.keep_best.keeper) is not None else None,
+        # Set when --early_stopping_patience ended the run: its step and the patience.
+        "stopped_early": periodic.keep_best.stopped,
         # Updates skipped for non-finite gradients (float16 or skip_step).
         "skipped_steps": int(state.loss_scale.skipped_steps.numpy()),
         "flags": config.to_dict(),
@@ -583,6 +686,10 @@ def _report(results: dict, write_dir: str, workdir: str, log) -> dict:
     # earlier ones are in its summaries): it is returned, not recorded.
     workdirs.write_results(write_dir, {k: v for k, v in results.items() if k != "history"})
     log(f"Parameters: sha256 {results['params_sha256']}")
+    best = results.get("best")
+    if best:
+        log(f"Best {best['metric']}: {best['value']:.4f} at step {best['step']} "
+            f"({best['checkpoint']}; --checkpoint=best)")
     rate = results["train_examples_per_second"]
     log(f"Done: {_metrics_text(results)}; "
         f"{'n/a' if rate is None else f'{rate:,.0f}'} train examples/s; "
@@ -592,22 +699,41 @@ def _report(results: dict, write_dir: str, workdir: str, log) -> dict:
     return results
 
 
-def _recorded_results(step: int, span: actions.Span, workdir: str,
-                      restored: str | None) -> dict | None:
+def _recorded_results(state: train_state.TrainState, config: TrainConfig, span: actions.Span,
+                      workdir: str, restored: str | None) -> dict | None:
     """The results.json of a complete run, or None if there is training (or finishing) to do.
 
-    Complete: the restored checkpoint is at or past the run's length and
-    results.json records that very step. A longer --epochs/--train_steps
-    (under --lr_schedule=constant) is not complete; nor is a run whose
-    results.json is missing, unreadable or older than its checkpoint (it
-    stopped between its last save and its results): it is finished as before.
+    Complete: the restored checkpoint ended the run, and results.json records
+    that very step. A checkpoint ends the run at or past the run's length,
+    when its record of the best has run out of --early_stopping_patience
+    (`_ended_early`), or at the step results.json says --stop_at_test_accuracy
+    was reached, with a test accuracy that meets this run's target. A longer
+    --epochs/--train_steps (under --lr_schedule=constant), a larger patience or
+    a higher target is not complete; nor is a run whose results.json is
+    missing, unreadable or older than its checkpoint (it stopped between its
+    last save and its results): it is finished as before.
     """
-    if not restored or step < span.total_steps:
+    step = state.step
+    if not restored or (step < span.total_steps and not _ended_early(state, config)
+                        and not config.stop_at_test_accuracy):
         return None
     recorded = workdirs.read_results(workdir)
     if recorded is None or recorded.get("global_step") != step:
         return None
-    return recorded
+    if step >= span.total_steps or _ended_early(state, config):
+        return recorded
+    reached = recorded.get("target_reached")
+    if (isinstance(reached, dict) and reached.get("step") == step
+            and recorded["test_accuracy"] >= config.stop_at_test_accuracy):
+        return recorded
+    return None
+
+
+def _ended_early(state: train_state.TrainState, config: TrainConfig) -> bool:
+    """Whether the state's record of the best has run out of --early_stopping_patience."""
+    patience = config.early_stopping_patience
+    return bool(state.best is not None and patience
+                and int(state.best.stale.numpy()) >= patience)
 
 
 def _reevaluate(config: TrainConfig, state, span: actions.Span, evaluator: Evaluator,
@@ -624,9 +750,16 @@ def _reevaluate(config: TrainConfig, state, span: actions.Span, evaluator: Evalu
     log(f"Recorded results ({results_path}): {_metrics_text(recorded)}"
         + (f"; {rate:,.0f} train examples/s" if rate else "")
         + (f"; {recorded['wall_seconds']:.1f}s wall" if recorded.get("wall_seconds") else ""))
-    longer = ("a larger --epochs or --train_steps would train on" if config.lr_schedule ==
-              "constant" else "under --lr_schedule=cosine the length is fixed: train longer "
-              "in another --workdir")
+    if step < span.total_steps and _ended_early(state, config):
+        longer = (f"stopped early: {int(state.best.stale.numpy())} evaluations without a new "
+                  f"best {config.keep_best}; a larger --early_stopping_patience would train on")
+    elif step < span.total_steps:
+        longer = (f"stopped at --stop_at_test_accuracy={config.stop_at_test_accuracy:g}; a "
+                  "higher one would train on")
+    elif config.lr_schedule == "constant":
+        longer = "a larger --epochs or --train_steps would train on"
+    else:
+        longer = "under --lr_schedule=cosine the length is fixed: train longer in another --workdir"
     log(f"Already trained to step {step} of {span.total_steps} ({longer}); evaluating the "
         "restored model again. results.json, config.json and the summaries are left as "
         "they are")
