@@ -106,17 +106,38 @@ def test_a_rerun_of_a_run_stopped_early_is_read_only(stopped):
     assert not any(line.startswith(("step ", "Done: ")) for line in lines)
 
 
-def test_a_larger_patience_trains_on(tmp_path, stopped):
+def test_a_run_stopped_early_without_results_is_finished_and_a_larger_patience_trains_on(
+        tmp_path, stopped):
     workdir, config, results, _ = stopped
     copy = tmp_path / "copy"
     os.makedirs(copy)
     for path, content in snapshot(workdir).items():
-        os.makedirs(os.path.dirname(copy / path), exist_ok=True)
-        (copy / path).write_bytes(content)
+        if path != workdirs.RESULTS_FILE:  # Killed between its last checkpoint and results.json.
+            os.makedirs(os.path.dirname(copy / path), exist_ok=True)
+            (copy / path).write_bytes(content)
+    finished, lines = train(config, copy)
+    assert finished["global_step"] == results["global_step"]
+    assert finished["stopped_early"] == results["stopped_early"]
+    assert finished["best"]["step"] == results["best"]["step"]
+    assert any(line.startswith("Already trained to step") for line in lines)
+    assert not any(line.startswith("step ") for line in lines)  # Nothing trained.
+
     longer, _ = train(dataclasses.replace(config, early_stopping_patience=5), copy)
     assert longer["global_step"] == results["global_step"] + 10
     assert longer["best"]["step"] == results["best"]["step"]
     assert longer["best"]["checkpoint"].startswith(str(copy))
+
+
+def test_a_rerun_of_a_run_stopped_at_its_test_accuracy_target_is_read_only(tmp_path):
+    config = TrainConfig(**TINY, stop_at_test_accuracy=0.9)
+    results, _ = train(config, tmp_path)
+    assert results["target_reached"]["step"] == results["global_step"] < 60
+    before = snapshot(tmp_path)
+    train(config, tmp_path)
+    after = snapshot(tmp_path)
+    assert workdirs.REEVALUATION_FILE in after.keys() - before.keys()
+    after.pop(workdirs.REEVALUATION_FILE)
+    assert after == before
 
 
 def test_the_test_split_never_chooses_the_best(tmp_path):
@@ -154,20 +175,21 @@ def test_a_workdir_without_a_best_checkpoint_gets_a_one_line_error(tmp_path):
 
 
 # The SIGKILL run: 500 training examples of the shared data dir, 20 steps per epoch,
-# dropout on (the checkpointed RNG resumes too); a new best at nearly every
+# dropout on (the checkpointed RNG resumes too), gradients clipped; a new best at nearly every
 # evaluation and no rolling checkpoint before the end, so the kill always falls
 # after a best checkpoint that no rolling one follows.
 KILLED = ["--hidden_sizes=16", "--batch_size=25", "--validation_size=100", "--train_steps=100",
           "--lr_schedule=constant", "--learning_rate=0.003", "--dropout=0.2",
           "--log_every_steps=5", "--eval_every_steps=5", "--checkpoint_every_steps=1000",
           "--histogram_every_steps=0", "--eval_batch_size=100", "--keep_best=validation_loss",
-          "--early_stopping_patience=4", "--deterministic", "--nojit_compile", "--nodownload"]
+          "--early_stopping_patience=4", "--clip_grad_norm=0.5", "--deterministic",
+          "--nojit_compile", "--nodownload"]
 KILLED_CONFIG = TrainConfig(
     hidden_sizes=(16,), batch_size=25, validation_size=100, train_steps=100,
     lr_schedule="constant", learning_rate=0.003, dropout=0.2, log_every_steps=5,
     eval_every_steps=5, checkpoint_every_steps=1000, histogram_every_steps=0,
     eval_batch_size=100, keep_best="validation_loss", early_stopping_patience=4,
-    deterministic=True, jit_compile=False)
+    clip_grad_norm=0.5, deterministic=True, jit_compile=False)
 
 
 def kill_after_step(step, workdir, data_dir):
