@@ -364,7 +364,7 @@ def check_resume(workdir: str, config: TrainConfig, recorded: TrainConfig | None
             exist without any record of their configuration.
     """
     if recorded is None:
-        if not checkpoint_paths(workdir):
+        if not all_checkpoint_paths(workdir):
             return  # Nothing trained yet (e.g. a run that diverged before its first save).
         source = os.path.join(workdir, CONFIG_FILE)
         if not os.path.exists(source):
@@ -406,6 +406,16 @@ def best_checkpoint_paths(workdir: str) -> list[str]:
     one it replaces: then the newest is the best (its run resumes from it).
     """
     return _checkpoints_in(os.path.join(workdir, BEST_SUBDIR))
+
+
+def all_checkpoint_paths(workdir: str) -> list[str]:
+    """The rolling and the best checkpoints together, newest first (the rolling one on a tie).
+
+    Either kind records the run's configuration and may be the newest state
+    (a run killed after a new best and before its next rolling checkpoint).
+    """
+    return sorted(checkpoint_paths(workdir) + best_checkpoint_paths(workdir),
+                  key=checkpoint_step, reverse=True)
 
 
 def checkpoint_step(path: str) -> int:

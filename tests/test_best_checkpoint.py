@@ -13,7 +13,7 @@ from conftest import REPO, assert_usage_error, run_module, snapshot, synthetic_d
 
 import mnist_tf
 from mnist_tf import workdir as workdirs
-from mnist_tf.config import TrainConfig
+from mnist_tf.config import ConfigError, TrainConfig
 from mnist_tf.errors import CheckpointError
 
 tf = pytest.importorskip("tensorflow")
@@ -232,6 +232,11 @@ def test_sigkill_after_a_best_checkpoint_resumes_with_the_exact_record(tmp_path,
             (workdir / "checkpoints" / "best" / name.replace(
                 os.path.basename(kept[0]), "ckpt-5")).write_bytes(
                 (workdir / "checkpoints" / "best" / name).read_bytes())
+    # The best checkpoints carry the run's configuration: a contradicting resume is refused.
+    with pytest.raises(ConfigError, match="learning_rate"):
+        trainer.train_and_evaluate(dataclasses.replace(KILLED_CONFIG, learning_rate=0.01),
+                                   str(workdir), data_dir=small_data_dir, allow_download=False,
+                                   log=lines.append)
     lines.clear()
     resumed = quiet_run(workdir)
     assert any(line == f"Resuming from {kept[0]} at step {workdirs.checkpoint_step(kept[0])}"

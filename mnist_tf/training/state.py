@@ -171,8 +171,9 @@ def recorded_config(workdir: str, checkpoint: str | None = None
                     ) -> tuple[TrainConfig | None, str | None]:
     """The configuration that trained `workdir`'s checkpoints, and where it was read.
 
-    The newest readable checkpoint (or `checkpoint`) carries it; checkpoints
-    saved before they carried it fall back to config.json.
+    The newest readable checkpoint (or `checkpoint`), the best ones of
+    `--keep_best` included, carries it; checkpoints saved before they carried
+    it fall back to config.json.
 
     Returns:
         (the config, its source for messages), or (None, None) when the
@@ -182,7 +183,7 @@ def recorded_config(workdir: str, checkpoint: str | None = None
         UserError: when checkpoints exist but no configuration is recorded for
             them, or the recorded one is invalid.
     """
-    found = [checkpoint] if checkpoint else workdirs.checkpoint_paths(workdir)
+    found = [checkpoint] if checkpoint else workdirs.all_checkpoint_paths(workdir)
     for path in found:
         try:
             text = checkpoints.carried_config(path)

@@ -637,7 +637,7 @@ def _results(config: TrainConfig, state, span: actions.Span, step: int, source,
              evaluator: Evaluator, checkpointer: Checkpointer, periodic: actions.Actions,
              process_start: float) -> dict:
     """The results.json dict."""
-    evaluations = evaluator.evaluations
+    evaluations, keeper = evaluator.evaluations, periodic.keep_best.keeper
     rate = periodic.progress.steady_rate()
     return {
         "test_accuracy": evaluations["test"]["accuracy"],
@@ -662,7 +662,7 @@ def _results(config: TrainConfig, state, span: actions.Span, step: int, source,
         # and the seconds since process start at which it was reached.
         "target_reached": periodic.stop_at_accuracy.reached,
         # With --keep_best: the best validation value, its step and checkpoint.
-        "best": best.summary() if (best := periodic.keep_best.keeper) is not None else None,
+        "best": keeper.summary() if keeper is not None else None,
         # Set when --early_stopping_patience ended the run: its step and the patience.
         "stopped_early": periodic.keep_best.stopped,
         # Updates skipped for non-finite gradients (float16 or skip_step).
@@ -751,16 +751,16 @@ def _reevaluate(config: TrainConfig, state, span: actions.Span, evaluator: Evalu
         + (f"; {rate:,.0f} train examples/s" if rate else "")
         + (f"; {recorded['wall_seconds']:.1f}s wall" if recorded.get("wall_seconds") else ""))
     if step < span.total_steps and _ended_early(state, config):
-        longer = (f"stopped early: {int(state.best.stale.numpy())} evaluations without a new "
-                  f"best {config.keep_best}; a larger --early_stopping_patience would train on")
+        why = (f"stopped early: {int(state.best.stale.numpy())} evaluations without a new "
+               f"best {config.keep_best}; a larger --early_stopping_patience would train on")
     elif step < span.total_steps:
-        longer = (f"stopped at --stop_at_test_accuracy={config.stop_at_test_accuracy:g}; a "
-                  "higher one would train on")
+        why = (f"stopped at --stop_at_test_accuracy={config.stop_at_test_accuracy:g}; a higher "
+               "one would train on")
     elif config.lr_schedule == "constant":
-        longer = "a larger --epochs or --train_steps would train on"
+        why = "a larger --epochs or --train_steps would train on"
     else:
-        longer = "under --lr_schedule=cosine the length is fixed: train longer in another --workdir"
-    log(f"Already trained to step {step} of {span.total_steps} ({longer}); evaluating the "
+        why = "under --lr_schedule=cosine the length is fixed: train longer in another --workdir"
+    log(f"Already trained to step {step} of {span.total_steps} ({why}); evaluating the "
         "restored model again. results.json, config.json and the summaries are left as "
         "they are")
     evaluator(step)
