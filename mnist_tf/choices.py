@@ -35,3 +35,12 @@ SPLITS = ("test", "validation")
 # --keep_best: the validation metric that picks the best checkpoint ("none": off).
 # The test split is never among them: it must not choose anything.
 KEEP_BEST = ("none", "validation_accuracy", "validation_loss")
+
+# --format of `python -m mnist_tf.export`: a SavedModel directory, or a LiteRT
+# (TensorFlow Lite) flatbuffer.
+FORMATS = ("saved_model", "tflite")
+
+# --quantize of a --format=tflite export: float32 weights as trained ("none"),
+# float16 weights, int8 weights with float activations ("dynamic"), or full
+# integer arithmetic calibrated on training images ("int8").
+QUANTIZE = ("none", "float16", "dynamic", "int8")

@@ -1,5 +1,8 @@
 """Evaluate a checkpoint: `python -m mnist_tf.evaluate --workdir=W [--split=test|validation]`.
 
+`--tflite=PATH` evaluates an exported .tflite file instead (with LiteRT, and
+printing only: no files are written).
+
 The entry point: flags, parse, one call to
 `mnist_tf.inference.evaluate.evaluate_checkpoint`, print its report. The
 library is imported after parsing, so bad flags are rejected before
@@ -16,7 +19,7 @@ from mnist_tf.errors import UserError
 
 FLAGS = flags.FLAGS
 # The flags `--helpshort` lists, and `--help` lists first.
-SHORT_HELP = ("workdir", "split", "checkpoint", "data_dir")
+SHORT_HELP = ("workdir", "split", "checkpoint", "tflite", "data_dir")
 
 
 def define_evaluate_flags() -> None:
@@ -27,8 +30,15 @@ def define_evaluate_flags() -> None:
                         "(default: the workdir's latest).")
     flags.DEFINE_enum("split", "test", SPLITS,
                       "Split to evaluate; validation is carved as the training run did.")
+    flags.DEFINE_string("tflite", None,
+                        "Evaluate this exported .tflite file (or the --export_dir holding "
+                        "it) with LiteRT instead of a workdir's checkpoint.")
     cli.define_data_flags()
-    flags.mark_flag_as_required("workdir")
+    flags.register_multi_flags_validator(
+        ["workdir", "tflite"], lambda values: (values["workdir"] is None) != (
+            values["tflite"] is None),
+        message="--workdir must have a value (the run to evaluate), or --tflite=PATH "
+                "instead of it to evaluate an exported file; not both")
     cli.define_short_help(SHORT_HELP)
 
 
@@ -43,6 +53,9 @@ def main(argv: list[str]) -> None:
 
     matplotlib.use("Agg")  # Only entry points pick a backend: this one writes files.
     cli.import_tensorflow_quietly()  # Before the library: it loads TensorFlow.
+    if FLAGS.tflite is not None:
+        _evaluate_tflite()
+        return
     from mnist_tf.inference.evaluate import evaluate_checkpoint, format_report
 
     try:
@@ -58,6 +71,22 @@ def main(argv: list[str]) -> None:
     written = results["files"]
     print(f"\nWrote {written['results']}, {written['confusion_matrix_png']} and the "
           f"TensorBoard image in {written['summaries']}")
+
+
+def _evaluate_tflite() -> None:
+    """Evaluates the --tflite file and prints its report."""
+    if FLAGS.checkpoint is not None:
+        cli.fail("--checkpoint: a --tflite file holds its weights; give one or the other")
+    from mnist_tf.inference.tflite import evaluate_tflite, format_tflite_report
+
+    try:
+        results = evaluate_tflite(FLAGS.tflite, FLAGS.split, data_dir=FLAGS.data_dir,
+                                  manual_dir=FLAGS.manual_dir, allow_download=FLAGS.download)
+    except UserError as e:
+        cli.fail(str(e))
+    except KeyboardInterrupt:
+        cli.fail("interrupted; nothing was written")
+    print(format_tflite_report(results))
 
 
 def __getattr__(name: str):

@@ -1,7 +1,10 @@
-"""Export a trained model as a SavedModel: `python -m mnist_tf.export --workdir=W --export_dir=E`.
+"""Export a trained model: `python -m mnist_tf.export --workdir=W --export_dir=E [--format=tflite]`.
 
-What the SavedModel holds, how it is served and how it is written in place
-are described once, in `mnist_tf.inference.export`.
+`--format=saved_model` (the default) writes the SavedModel directory E;
+`--format=tflite --quantize=none|float16|dynamic|int8` writes E/model.tflite
+and E/mnist_tf.json. What each holds, how it is verified and how it is
+written in place are described once, in `mnist_tf.inference.export` and
+`mnist_tf.inference.tflite`.
 """
 
 from __future__ import annotations
@@ -9,22 +12,30 @@ from __future__ import annotations
 from absl import flags, logging
 
 from mnist_tf import cli, files  # noqa: F401  (files: patched by tests)
+from mnist_tf.choices import FORMATS, QUANTIZE
 from mnist_tf.errors import UserError
 
 FLAGS = flags.FLAGS
 # The flags `--helpshort` lists, and `--help` lists first.
-SHORT_HELP = ("workdir", "export_dir")
+SHORT_HELP = ("workdir", "export_dir", "format", "quantize")
 
 
 def define_export_flags() -> None:
     """Defines the export flags; called only by this entry point."""
     flags.DEFINE_string("workdir", None, "Training workdir to export from (required).")
     flags.DEFINE_string("export_dir", None,
-                        "SavedModel directory to create (required); must not exist or be "
-                        "empty.")
+                        "Directory to create (required); must not exist or be empty. "
+                        "--format=tflite writes EXPORT_DIR/model.tflite in it.")
+    flags.DEFINE_enum("format", "saved_model", FORMATS,
+                      "saved_model: a TensorFlow SavedModel; tflite: a LiteRT (TensorFlow "
+                      "Lite) flatbuffer, verified on the test split before it is kept.")
+    flags.DEFINE_enum("quantize", None, QUANTIZE,
+                      "With --format=tflite: post-training quantization (default none; int8 "
+                      "is full-integer, calibrated on training images).")
     flags.DEFINE_string("checkpoint", None,
                         "Checkpoint prefix to export, e.g. WORKDIR/checkpoints/ckpt-4000 "
                         "(default: the workdir's latest).")
+    cli.define_data_flags()
     flags.mark_flag_as_required("workdir")
     flags.mark_flag_as_required("export_dir")
     cli.define_short_help(SHORT_HELP)
@@ -37,6 +48,12 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.ERROR)
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+    if FLAGS.format == "tflite":
+        _export_tflite()
+        return
+    if FLAGS.quantize is not None:
+        cli.fail(f"--quantize={FLAGS.quantize} needs --format=tflite (a SavedModel is not "
+                 "quantized)")
     # export_model checks the export directory, then loads TensorFlow quietly.
     from mnist_tf.inference.export import SIGNATURE_KEY, export_model
 
@@ -54,6 +71,44 @@ def main(argv: list[str]) -> None:
           + ", ".join(f"{k} {v}" for k, v in signature["outputs"].items()))
     print(f"Load it with TensorFlow alone: tf.saved_model.load({exported['export_dir']!r})"
           f".signatures[{SIGNATURE_KEY!r}](images=...)")
+
+
+def _export_tflite() -> None:
+    """Exports, verifies and describes a --format=tflite export."""
+    from mnist_tf.inference.tflite import export_tflite
+
+    try:
+        exported = export_tflite(
+            FLAGS.workdir, FLAGS.export_dir, FLAGS.quantize or "none",
+            checkpoint=FLAGS.checkpoint, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
+            allow_download=FLAGS.download)
+    except UserError as e:
+        cli.fail(str(e))
+    except KeyboardInterrupt:
+        cli.fail("interrupted; nothing was exported")
+    print(format_tflite_export(exported))
+
+
+def format_tflite_export(exported: dict) -> str:
+    """What `--format=tflite` prints: the file, its quantization, and its verification."""
+    lines = [f"Exported {exported['checkpoint']} (step {exported['step']}, hidden sizes "
+             f"{exported['hidden_sizes']}, {exported['weights']} weights) to "
+             f"{exported['path']} ({exported['size_bytes'] / 1024:.1f} KB, "
+             f"--quantize={exported['quantize']})"]
+    if exported["calibration_images"]:
+        lines.append(f"Calibrated on {exported['calibration_images']} training images "
+                     "(the first of the train split; no test image)")
+    for role in ("input", "output"):
+        io = exported[role]
+        quantized = (f", scale {io['scale']:.6g}, zero point {io['zero_point']}"
+                     if "scale" in io else "")
+        lines.append(f"{role.capitalize()}: {io['dtype']} {io['shape']}{quantized}")
+    check = exported["verification"]
+    lines.append(f"Verified with LiteRT on the {check['num_examples']} test images: accuracy "
+                 f"{check['tflite_accuracy']:.2%} (the checkpoint: "
+                 f"{check['checkpoint_accuracy']:.2%}; same class for "
+                 f"{check['agreement']:.2%})")
+    return "\n".join(lines)
 
 
 def __getattr__(name: str):
