@@ -6,7 +6,6 @@ run only if every replica clips the global batch's gradients alike.
 """
 
 import numpy as np
-import pytest
 import tensorflow as tf
 from conftest import synthetic_digits
 from tensorboard.backend.event_processing import event_accumulator
@@ -28,60 +27,77 @@ def batch():
     return tf.constant(images.reshape(BATCH, -1), tf.uint8), tf.constant(labels, tf.int32)
 
 
-def one_step(clip=0.0, precision="float32"):
-    """A fresh state after one traced step; returns (state, the step's output, metrics)."""
+STEPS = 3
+
+
+def train_steps(clip=0.0, precision="float32"):
+    """A fresh state after STEPS traced steps on one batch: (state, last output, metrics)."""
     state = TrainState(TrainConfig(hidden_sizes=(32,), precision=precision, seed=5))
-    metrics = Metrics(gradients=True, clipping=bool(clip))
+    metrics = Metrics(clipping=bool(clip))
     body = make_train_step(state, make_schedule("constant", LEARNING_RATE, 0, 100), metrics,
                            BATCH, clip_grad_norm=clip)
-    output = tf.function(lambda images, labels: body(images, labels, tf.constant(0)))(*batch())
+    step = tf.function(lambda images, labels: body(images, labels, tf.constant(0)))
+    for _ in range(STEPS):
+        output = step(*batch())
     return state, output, metrics.result()
 
 
-def hand_gradients():
-    """The first step's float32 gradients, computed here, and their global norm."""
+def hand_steps(clip=0.0):
+    """STEPS steps computed here with tf.clip_by_global_norm; (state, first step's norm)."""
     state = TrainState(TrainConfig(hidden_sizes=(32,), seed=5))
     images, labels = batch()
-    with tf.GradientTape() as tape:
-        logits = state.model(tf.cast(tf.reshape(images, [BATCH, -1]), tf.float32) / 255.0)
-        loss, _ = losses.total_loss(logits, labels, state.model.kernels(), 0.0, BATCH)
-    gradients = tape.gradient(loss, state.model.parameters())
-    return state, gradients, float(tf.linalg.global_norm(gradients))
+    inputs = tf.cast(tf.reshape(images, [BATCH, -1]), tf.float32) / 255.0
+    norms = []
+    for _ in range(STEPS):
+        with tf.GradientTape() as tape:
+            loss, _ = losses.total_loss(state.model(inputs), labels, state.model.kernels(), 0.0,
+                                        BATCH)
+        gradients = tape.gradient(loss, state.model.parameters())
+        norms.append(float(tf.linalg.global_norm(gradients)))
+        if clip:
+            gradients, _ = tf.clip_by_global_norm(gradients, clip)
+        state.optimizer.apply(gradients, state.model.parameters(), tf.constant(LEARNING_RATE))
+    return state, norms[0]
 
 
-def test_the_norm_is_measured_and_a_clipped_step_applies_the_hand_clipped_update():
-    hand, gradients, norm = hand_gradients()
-    clip = norm / 4
-    state, output, health = one_step(clip)
-    assert health["grad_norm"] == pytest.approx(norm, rel=1e-5)  # Measured before clipping.
-    assert health["clipped_fraction"] == 1.0
-    # The update is Adam's on tf.clip_by_global_norm's gradients.
-    clipped, _ = tf.clip_by_global_norm(gradients, clip)
-    assert float(tf.linalg.global_norm(output.gradients)) == pytest.approx(clip, rel=1e-5)
-    hand.optimizer.apply(clipped, hand.model.parameters(), tf.constant(LEARNING_RATE))
+def first_norm():
+    return hand_steps()[1]
+
+
+def test_clipped_steps_apply_the_hand_clipped_updates():
+    clip = first_norm() / 4  # Below every step's norm here: each step is clipped.
+    state, output, health = train_steps(clip)
+    assert health["clipped_steps"] == STEPS
+    hand, _ = hand_steps(clip)
     for mine, expected in zip(state.model.parameters(), hand.model.parameters()):
         np.testing.assert_allclose(mine.numpy(), expected.numpy(), rtol=1e-5, atol=1e-7)
+    # Unclipped, the steps end elsewhere (Adam's steps are not scale-invariant
+    # once the clipping factor changes from step to step).
+    plain, _ = hand_steps()
+    assert not np.allclose(plain.model.parameters()[0].numpy(),
+                           state.model.parameters()[0].numpy(), rtol=1e-5, atol=1e-7)
 
 
-def test_below_the_threshold_the_step_is_bit_identical_to_an_unclipped_one():
-    _, _, norm = hand_gradients()
-    plain, _, plain_health = one_step()
-    loose, _, health = one_step(clip=norm * 2)
-    assert "clipped_fraction" not in plain_health and health["clipped_fraction"] == 0.0
-    assert plain_health["grad_norm"] == health["grad_norm"]
+def test_below_the_threshold_the_steps_are_bit_identical_to_unclipped_ones():
+    plain, plain_output, plain_health = train_steps()
+    loose, output, health = train_steps(clip=first_norm() * 2)
+    assert "clipped_steps" not in plain_health and health["clipped_steps"] == 0
     for a, b in zip(plain.model.parameters(), loose.model.parameters()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # The output holds the gradients before clipping, for the histograms and grad_norm.
+    for a, b in zip(plain_output.gradients, output.gradients):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_under_float16_loss_scaling_the_unscaled_gradients_are_clipped():
-    _, _, norm = hand_gradients()
-    state, output, health = one_step(clip=norm / 4, precision="mixed_float16")
-    assert float(state.loss_scale.scale) == 2.0**15  # The loss was scaled...
-    # ...but the norm and the clip are of the unscaled gradients (float16's
-    # rounding aside): clipping the scaled ones would leave a norm 2**15 smaller.
-    assert health["grad_norm"] == pytest.approx(norm, rel=1e-2)
-    assert float(tf.linalg.global_norm(output.gradients)) == pytest.approx(norm / 4, rel=1e-5)
-    assert int(state.optimizer.step) == 1
+    norm = first_norm()
+    # A threshold above the unscaled norm clips nothing; the scaled gradients'
+    # norm (2**15 larger) would have been clipped at every step.
+    state, output, health = train_steps(clip=norm * 2, precision="mixed_float16")
+    assert float(state.loss_scale.scale) == 2.0**15
+    assert health["clipped_steps"] == 0 and int(state.optimizer.step) == STEPS
+    _, _, health = train_steps(clip=norm / 4, precision="mixed_float16")
+    assert health["clipped_steps"] == STEPS
 
 
 def scalar_values(workdir, tag):

@@ -13,7 +13,7 @@ from mnist_tf.data import pipeline
 from mnist_tf.errors import TrainingDiverged
 from mnist_tf.model.mlp import MLP
 from mnist_tf.training import trainer
-from mnist_tf.training.steps import global_norm
+from mnist_tf.training.steps import all_finite, guarded_gradients
 from mnist_tf.workdir import SUMMARY_SUBDIR
 
 # Without XLA (the default): these tests need the arithmetic, and compiling would
@@ -23,13 +23,21 @@ SMALL = dict(jit_compile=False, hidden_sizes=(32,), batch_size=32, epochs=3, val
              histogram_every_steps=0, learning_rate=3e-3, deterministic=True)
 
 
-def splits_with_a_pixel(value, index=100):
-    """320 synthetic digits (10 steps per epoch); example `index` has `value` at pixel 300."""
+def splits_with_a_pixel(value, index=100, uint8=False):
+    """320 synthetic digits (10 steps per epoch); example `index` has `value` at pixel 300.
+
+    With `uint8`, the pixels stay uint8 (the trainer's own input) and example
+    `index` gets the uint8 marker instead (its first four pixels at 255).
+    """
     images, labels = synthetic_digits(320, seed=5)
     train = pipeline.from_arrays(images, labels)
-    # Float pixels in [0, 1] (the steps take float input as it is): uint8 has no NaN.
-    pixels = train.images.numpy().astype(np.float32) / 255.0
-    pixels[index, 300] = value
+    if uint8:
+        pixels = train.images.numpy()
+        pixels[index, :4] = 255
+    else:
+        # Float pixels in [0, 1] (the steps take float input as it is): uint8 has no NaN.
+        pixels = train.images.numpy().astype(np.float32) / 255.0
+        pixels[index, 300] = value
     test = pipeline.from_arrays(*synthetic_digits(100, seed=6))
     return pipeline.Splits(train=pipeline.Examples(tf.constant(pixels), train.labels),
                            validation=None, test=test, num_train=320, num_validation=0,
@@ -166,19 +174,25 @@ def poisoned_gradients(monkeypatch):
         return tf.identity(x), grad
 
     def call(self, x, training=False, seed=None):
-        marked = tf.reduce_any(tf.equal(x[:, 300], MARKER))
+        marked = tf.reduce_any(tf.logical_or(  # The float marker, or the uint8 one.
+            tf.equal(x[:, 300], MARKER), tf.reduce_all(tf.equal(x[:, :4], 1.0), axis=1)))
         return poison(original(self, x, training=training, seed=seed), marked)
 
     monkeypatch.setattr(MLP, "__call__", call)
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["tf.data", "device_loop"])
-def test_a_nan_gradient_with_a_finite_loss_stops_the_run(tmp_path, poisoned_gradients, fast):
+# float inputs: the guard reads every gradient; uint8 inputs (the trainer's own):
+# only the bias gradients (steps.guarded_gradients), which must still see it.
+@pytest.mark.parametrize("fast, uint8", [(False, False), (True, False), (True, True)],
+                         ids=["tf.data", "device_loop", "device_loop-uint8"])
+def test_a_nan_gradient_with_a_finite_loss_stops_the_run(tmp_path, poisoned_gradients, fast,
+                                                         uint8):
     config = TrainConfig(**{**SMALL, "jit_compile": fast}, data_on_device=fast,
                          steps_per_call=4 if fast else 1)
     lines = []
     with pytest.raises(TrainingDiverged) as error:
-        trainer.train_and_evaluate(config, str(tmp_path), splits=splits_with_a_marked_example(),
+        trainer.train_and_evaluate(config, str(tmp_path),
+                                   splits=splits_with_a_pixel(MARKER, uint8=uint8),
                                    log=lines.append)
     message = str(error.value)
     step = int(message.split(" at step ")[1].split()[0])
@@ -205,9 +219,9 @@ def test_skip_step_skips_a_nan_gradient_with_a_finite_loss(tmp_path, poisoned_gr
 
 def test_the_guard_checks_gradients_not_only_the_loss():
     finite = [tf.ones([3, 2]), tf.zeros([2])]
-    norm, ok = global_norm(tf.constant(1.0), finite)
-    assert bool(ok) and float(norm) == pytest.approx(6 ** 0.5)
-    assert not bool(global_norm(tf.constant(np.nan), finite)[1])
-    for bad in (np.inf, np.nan, 1e30):  # 1e30: its square overflows float32.
-        assert not bool(global_norm(tf.constant(1.0), [tf.ones([3, 2]),
-                                                        tf.constant([0.0, bad])])[1])
+    assert bool(all_finite(tf.constant(1.0), finite))
+    assert not bool(all_finite(tf.constant(np.nan), finite))
+    assert not bool(all_finite(tf.constant(1.0), [tf.ones([3, 2]), tf.constant([0.0, np.inf])]))
+    # Which gradients it reads: the biases where they suffice, else all of them.
+    assert guarded_gradients(finite, [False, True]) == finite[1:]
+    assert guarded_gradients(finite, None) == finite

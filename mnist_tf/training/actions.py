@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+import tensorflow as tf
+
 from mnist_tf.training import preemption
 from mnist_tf.training.summaries import ProfilerWindow
 
@@ -141,15 +143,29 @@ class ReportProgress(PeriodicAction):
         self.log(f"step {step}/{total} | epoch {self.span.epochs(step):.2f} | "
                  f"loss {metrics['loss']:.4f} | accuracy {metrics['accuracy']:.2%} | "
                  f"{rate:,.0f} examples/s | ETA {_format_duration(eta)}")
-        # grad_norm (the interval's mean global gradient norm) and, with
-        # clipping, clipped_fraction come with the metrics.
-        health = {k: metrics[k] for k in ("grad_norm", "clipped_fraction") if k in metrics}
+        health = gradient_health(output, metrics, step - self._start_step)
         self.writers.scalars("train", step, {
             "loss": metrics["loss"], "accuracy": metrics["accuracy"],
             "examples_per_second": rate, **health, **self.state_scalars()})
         self.latest = {"loss": metrics["loss"], "accuracy": metrics["accuracy"]}
         self.metrics.reset()
         self._seconds, self._start_step = 0.0, step
+
+
+def gradient_health(output, metrics: dict, steps: int) -> dict[str, float]:
+    """train/grad_norm and, with clipping, train/clipped_fraction for a progress line.
+
+    grad_norm is the global norm of the last step's gradients before clipping
+    (the call's output), computed here once per line: per step it would cost
+    a pass over every gradient. clipped_fraction is the share of the
+    interval's `steps` whose gradients were clipped.
+    """
+    health = {}
+    if output is not None and output.gradients:
+        health["grad_norm"] = float(tf.linalg.global_norm(output.gradients))
+    if "clipped_steps" in metrics and steps:
+        health["clipped_fraction"] = metrics["clipped_steps"] / steps
+    return health
 
 
 class WriteHistograms(PeriodicAction):

@@ -478,8 +478,7 @@ def _run_in_workdir(config: TrainConfig, workdir: str, write_dir: str, device: s
     span = actions.Span(config.train_steps or config.epochs * steps_per_epoch, steps_per_epoch)
     schedule = make_schedule(config.lr_schedule, config.learning_rate, config.warmup_steps,
                              span.total_steps)
-    metrics = Metrics(name="train_metrics", gradients=True,
-                      clipping=bool(config.clip_grad_norm))
+    metrics = Metrics(name="train_metrics", clipping=bool(config.clip_grad_norm))
     runner = make_runner(config, state, schedule, metrics, splits, strategy, device, log)
     complete = _recorded_results(state, config, span, workdir, restored)
     _log_setup(config, state, span, splits, device, strategy, restored, log,
