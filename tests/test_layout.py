@@ -62,7 +62,8 @@ def imports_of(path: Path) -> set[str]:
 # `mnist_tf` alone is the package's __init__.
 LAYERS = (
     ("entry points", ("mnist_tf", "mnist_tf.__main__", "mnist_tf.train", "mnist_tf.evaluate",
-                      "mnist_tf.predict", "mnist_tf.export", "mnist_tf.plot", "mnist_tf.cli")),
+                      "mnist_tf.predict", "mnist_tf.export", "mnist_tf.plot", "mnist_tf.cli",
+                      "mnist_tf.serve")),
     ("api", ("mnist_tf.api",)),
     ("inference and figures", ("mnist_tf.inference", "mnist_tf.figures")),
     ("training", ("mnist_tf.training",)),
