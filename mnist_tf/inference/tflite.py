@@ -147,12 +147,13 @@ def make_interpreter(model_content: bytes | None = None, path: str | None = None
 
 
 def describe_io(interpreter) -> dict:
-    """The model's input and output: dtype, shape and (for quantized tensors) scale and zero point."""
+    """The model's input and output: dtype, shape, and scale and zero point if quantized."""
     described = {}
     for role, details in (("input", interpreter.get_input_details()[0]),
                           ("output", interpreter.get_output_details()[0])):
         scale, zero_point = details["quantization"]
         described[role] = {"dtype": np.dtype(details["dtype"]).name,
+                           # -1: any batch size.
                            "shape": [int(n) for n in details["shape_signature"]]}
         if scale:
             described[role].update(scale=float(scale), zero_point=int(zero_point))
@@ -196,7 +197,7 @@ def checkpoint_probabilities(model, images: np.ndarray) -> np.ndarray:
     images = np.asarray(images, np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     return np.concatenate([
         tf.nn.softmax(model(normalize(images[i:i + BATCH_SIZE]), training=False)).numpy()
-        for i in range(0, len(images), BATCH_SIZE)]) if len(images) else np.zeros((0, 10))
+        for i in range(0, len(images), BATCH_SIZE)]) if len(images) else np.zeros((0, NUM_CLASSES))
 
 
 def calibration_set(train_images, count: int = CALIBRATION_IMAGES) -> np.ndarray:
@@ -216,9 +217,10 @@ def export_tflite(workdir: str, export_dir: str, quantize: str = "none",
         export_dir: the directory to create; it must not exist or be empty.
         quantize: one of `choices.QUANTIZE`.
         checkpoint: "latest"/None, "best" or a checkpoint prefix.
-        data_dir, manual_dir, allow_download: where MNIST is (see
-            `data.sources.ensure_mnist`): calibration reads the train split,
-            verification the test split.
+        data_dir: TFDS data directory (None: TFDS's default). Calibration
+            reads the train split, verification the test split.
+        manual_dir: optional directory with the official IDX files.
+        allow_download: whether TFDS's own download may be tried.
         splits: preprocessed `pipeline.Splits` to use instead of loading MNIST
             (tests); made with the run's `validation_size`.
         log: receives the data source's progress lines.
@@ -349,7 +351,7 @@ def verify(interpreter, model, test, quantize: str) -> dict:
 
 
 def resolve_tflite_path(path: str) -> tuple[str, dict | None]:
-    """The .tflite file that `--tflite=PATH` names (the file or its export directory) and its metadata.
+    """The .tflite file `--tflite=PATH` names (the file or its export directory), and its metadata.
 
     Raises:
         UserError: if PATH does not exist, holds no model.tflite, or lies in
@@ -386,7 +388,9 @@ def evaluate_tflite(path: str, split: str = "test", data_dir: str | None = None,
     Args:
         path: the .tflite file, or the export directory holding it.
         split: "test" or "validation".
-        data_dir, manual_dir, allow_download: where MNIST is.
+        data_dir: TFDS data directory (None: TFDS's default).
+        manual_dir: optional directory with the official IDX files.
+        allow_download: whether TFDS's own download may be tried.
         splits: preprocessed `pipeline.Splits` to use instead of loading MNIST (tests).
         log: receives the data source's progress lines.
 
