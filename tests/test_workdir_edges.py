@@ -148,6 +148,10 @@ def test_a_damaged_state_file_resumes_from_the_checkpoint_files(trained, tmp_pat
     assert results["global_step"] == 6
     state = (workdir / "checkpoints" / "checkpoint").read_text()
     assert state.startswith('model_checkpoint_path: "ckpt-6"')
+    # The checkpoints found again rotate out as usual (3 kept), not kept forever.
+    train(workdir, small_data_dir, train_steps=10)
+    assert sorted(path.name for path in (workdir / "checkpoints").glob("ckpt-*.index")) == [
+        "ckpt-10.index", "ckpt-6.index", "ckpt-8.index"]
 
 
 def test_every_tool_reads_an_empty_state_file(trained, tmp_path, small_data_dir):

@@ -117,9 +117,19 @@ def state_file_problem(workdir: str) -> str | None:
 
 
 def _rewrite_state_file(directory: str, found: list[str]) -> None:
-    names = [os.path.basename(path) for path in reversed(found)]  # Oldest first, as TF writes.
-    text = f'model_checkpoint_path: "{names[-1]}"\n' + "".join(
-        f'all_model_checkpoint_paths: "{name}"\n' for name in names)
+    """Writes the state file naming `found` (newest first), as TensorFlow writes it.
+
+    With a timestamp per checkpoint (its index file's time) later than the
+    last preserved one: `tf.train.CheckpointManager` rotates only the
+    checkpoints whose timestamps are, and would keep the others forever.
+    """
+    paths = list(reversed(found))  # Oldest first, as TF writes.
+    names = [os.path.basename(path) for path in paths]
+    times = [os.path.getmtime(path + ".index") for path in paths]
+    text = (f'model_checkpoint_path: "{names[-1]}"\n'
+            + "".join(f'all_model_checkpoint_paths: "{name}"\n' for name in names)
+            + "".join(f"all_model_checkpoint_timestamps: {t!r}\n" for t in times)
+            + f"last_preserved_timestamp: {min(times) - 1.0!r}\n")
     with files.atomic_path(os.path.join(directory, STATE_FILE)) as tmp, open(tmp, "w") as f:
         f.write(text)
 
