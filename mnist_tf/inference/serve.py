@@ -97,8 +97,11 @@ def decode_image(body: bytes):
     except UnidentifiedImageError:
         raise RequestError(HTTPStatus.BAD_REQUEST,
                            "not a PNG or JPEG image; POST the bytes of one") from None
-    except Image.DecompressionBombError as e:
-        raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"image too large ({e})") from None
+    except Image.DecompressionBombError:  # Pillow's own, stricter-than-ours limit, at open.
+        raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                           f"the image declares more than {Image.MAX_IMAGE_PIXELS * 2:,} "
+                           f"pixels, over the limit of {MAX_PIXELS:,} pixels; send a smaller "
+                           "image") from None
     except (OSError, ValueError, SyntaxError) as e:  # Truncated or corrupt data.
         raise RequestError(HTTPStatus.BAD_REQUEST,
                            f"damaged or unsupported image ({e})") from None
