@@ -142,14 +142,14 @@ def test_config_check_finds_a_missing_and_an_unmentioned_config():
 
 
 # ----------------------------------------------------------------------------
-# (d) The results.json table holds exactly the keys trainer._results writes.
+# (d) The results.json table holds exactly the keys training.results.collect writes.
 
 
 def results_keys() -> list[str]:
-    """The keys of the dict literal `mnist_tf/training/trainer.py:_results` returns."""
-    tree = ast.parse((PACKAGE / "training" / "trainer.py").read_text())
+    """The keys of the dict literal `mnist_tf/training/results.py:collect` returns."""
+    tree = ast.parse((PACKAGE / "training" / "results.py").read_text())
     function = next(node for node in tree.body
-                    if isinstance(node, ast.FunctionDef) and node.name == "_results")
+                    if isinstance(node, ast.FunctionDef) and node.name == "collect")
     returned = [node.value for node in ast.walk(function) if isinstance(node, ast.Return)]
     assert len(returned) == 1 and isinstance(returned[0], ast.Dict)
     return [key.value for key in returned[0].keys]

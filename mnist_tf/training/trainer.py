@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
 import random
 import shutil
@@ -27,10 +26,10 @@ from mnist_tf.config import ConfigError, TrainConfig
 from mnist_tf.data import pipeline, sources
 from mnist_tf.data.augment import AffineAugment
 from mnist_tf.errors import CheckpointError, TrainingDiverged
-from mnist_tf.model.mlp import layer_table, params_sha256
+from mnist_tf.model.mlp import layer_table
 from mnist_tf.model.precision import policy
 from mnist_tf.model.schedules import make_schedule
-from mnist_tf.training import actions, checkpoints, distribute, preemption, runners
+from mnist_tf.training import actions, checkpoints, distribute, preemption, results, runners
 from mnist_tf.training import state as train_state
 from mnist_tf.training.evaluation import evaluate, evaluation_images
 from mnist_tf.training.steps import Metrics, make_eval_step, make_train_step
@@ -480,13 +479,13 @@ def _run_in_workdir(config: TrainConfig, workdir: str, write_dir: str, device: s
                              span.total_steps)
     metrics = Metrics(name="train_metrics", clipping=bool(config.clip_grad_norm))
     runner = make_runner(config, state, schedule, metrics, splits, strategy, device, log)
-    complete = _recorded_results(state, config, span, workdir, restored)
+    complete = results.recorded_results(state, config, span, workdir, restored)
     _log_setup(config, state, span, splits, device, strategy, restored, log,
                complete=complete is not None)
     if complete is not None:  # Nothing left to train: the run's record stays as is.
         evaluator = Evaluator(config, state.eval_model, splits, span, writers=None)
-        return {**_reevaluate(config, state, span, evaluator, complete, workdir, restored,
-                              chief, log), "history": {}}
+        return {**results.reevaluate(config, state, span, evaluator, complete, workdir,
+                                     restored, chief, log), "history": {}}
     # (Created only now: a writer creates its event file at once.)
     writers = SummaryWriters(write_dir)
     workdirs.write_config(write_dir, config)
@@ -503,8 +502,8 @@ def _run_in_workdir(config: TrainConfig, workdir: str, write_dir: str, device: s
         metrics.reset()
         step = _train_to_end(config, state.step, runner, span, periodic, evaluator,
                              checkpointer, log, stop_request)
-        results = _results(config, state, span, step, source, evaluator, checkpointer, periodic,
-                           process_start)
+        run_results = results.collect(config, state, span, step, source, evaluator,
+                                      checkpointer, periodic, process_start)
     except preemption.Stopped as stopped:
         if chief:
             raise
@@ -514,7 +513,7 @@ def _run_in_workdir(config: TrainConfig, workdir: str, write_dir: str, device: s
             workdir, workdirs.CHECKPOINT_SUBDIR, f"ckpt-{stopped.step}")) from None
     finally:
         writers.close()  # Also on errors: the events written so far are kept.
-    return _report(results, write_dir, workdir, log)
+    return results.report(run_results, write_dir, workdir, log)
 
 
 def _restore(state: train_state.TrainState, workdir: str, log) -> tuple[str | None, bool]:
@@ -630,155 +629,3 @@ def _train_to_end(config: TrainConfig, step: int, runner, span: actions.Span,
     if checkpointer.saved_step != step:
         checkpointer.save(step)
     return step
-
-
-def _results(config: TrainConfig, state, span: actions.Span, step: int, source,
-             evaluator: Evaluator, checkpointer: Checkpointer, periodic: actions.Actions,
-             process_start: float) -> dict:
-    """The results.json dict."""
-    evaluations, keeper = evaluator.evaluations, periodic.keep_best.keeper
-    rate = periodic.progress.steady_rate()
-    return {
-        "test_accuracy": evaluations["test"]["accuracy"],
-        "test_loss": evaluations["test"]["loss"],
-        "validation_accuracy": evaluations.get("validation", {}).get("accuracy"),
-        "validation_loss": evaluations.get("validation", {}).get("loss"),
-        "global_step": step,
-        "epochs_completed": step // span.steps_per_epoch,
-        "steps_per_epoch": span.steps_per_epoch,
-        "wall_seconds": round(time.time() - process_start, 3),
-        "train_examples_per_second": round(rate, 1) if rate else None,
-        "params_sha256": params_sha256(state.model),
-        # Which weights the metrics above are of; with --ema_decay, the averages'
-        # digest too (the resume check of both).
-        "weights": config.weights_kind,
-        "ema_params_sha256": params_sha256(state.ema.model) if state.ema is not None else None,
-        "num_parameters": state.model.num_parameters(),
-        "data_source": source.kind if source else "in-memory",
-        "data_dir": source.data_dir if source else None,
-        "checkpoint": checkpointer.latest,
-        # Set when --stop_at_test_accuracy ended the run: the step, the time
-        # and the seconds since process start at which it was reached.
-        "target_reached": periodic.stop_at_accuracy.reached,
-        # With --keep_best: the best validation value, its step and checkpoint.
-        "best": keeper.summary() if keeper is not None else None,
-        # Set when --early_stopping_patience ended the run: its step and the patience.
-        "stopped_early": periodic.keep_best.stopped,
-        # Updates skipped for non-finite gradients (float16 or skip_step).
-        "skipped_steps": int(state.loss_scale.skipped_steps.numpy()),
-        "flags": config.to_dict(),
-        "history": evaluator.history,
-    }
-
-
-def _metrics_text(results: dict) -> str:
-    """"step N, test accuracy A, test loss L, validation accuracy V", as the Done line says."""
-    val = results.get("validation_accuracy")
-    return (f"step {results['global_step']}, test accuracy {results['test_accuracy']:.2%}, "
-            f"test loss {results['test_loss']:.4f}"
-            + (f", validation accuracy {val:.2%}" if val is not None else ""))
-
-
-def _report(results: dict, write_dir: str, workdir: str, log) -> dict:
-    """Writes results.json and logs the closing lines; returns `results`."""
-    # The history covers this process's evaluations only (a resumed run's
-    # earlier ones are in its summaries): it is returned, not recorded.
-    workdirs.write_results(write_dir, {k: v for k, v in results.items() if k != "history"})
-    log(f"Parameters: sha256 {results['params_sha256']}")
-    best = results.get("best")
-    if best:
-        log(f"Best {best['metric']}: {best['value']:.4f} at step {best['step']} "
-            f"({best['checkpoint']}; --checkpoint=best)")
-    rate = results["train_examples_per_second"]
-    log(f"Done: {_metrics_text(results)}; "
-        f"{'n/a' if rate is None else f'{rate:,.0f}'} train examples/s; "
-        f"{results['wall_seconds']:.1f}s wall. Results: "
-        + (os.path.join(workdir, workdirs.RESULTS_FILE) if write_dir == workdir
-           else "written by the chief"))
-    return results
-
-
-def _recorded_results(state: train_state.TrainState, config: TrainConfig, span: actions.Span,
-                      workdir: str, restored: str | None) -> dict | None:
-    """The results.json of a complete run, or None if there is training (or finishing) to do.
-
-    Complete: the restored checkpoint ended the run, and results.json records
-    that very step. A checkpoint ends the run at or past the run's length,
-    when its record of the best has run out of --early_stopping_patience
-    (`_ended_early`), or at the step results.json says --stop_at_test_accuracy
-    was reached, with a test accuracy that meets this run's target. A longer
-    --epochs/--train_steps (under --lr_schedule=constant), a larger patience or
-    a higher target is not complete; nor is a run whose results.json is
-    missing, unreadable or older than its checkpoint (it stopped between its
-    last save and its results): it is finished as before.
-    """
-    step = state.step
-    if not restored or (step < span.total_steps and not _ended_early(state, config)
-                        and not config.stop_at_test_accuracy):
-        return None
-    recorded = workdirs.read_results(workdir)
-    if recorded is None or recorded.get("global_step") != step:
-        return None
-    if step >= span.total_steps or _ended_early(state, config):
-        return recorded
-    reached = recorded.get("target_reached")
-    if (isinstance(reached, dict) and reached.get("step") == step
-            and recorded["test_accuracy"] >= config.stop_at_test_accuracy):
-        return recorded
-    return None
-
-
-def _ended_early(state: train_state.TrainState, config: TrainConfig) -> bool:
-    """Whether the state's record of the best has run out of --early_stopping_patience."""
-    patience = config.early_stopping_patience
-    return bool(state.best is not None and patience
-                and int(state.best.stale.numpy()) >= patience)
-
-
-def _reevaluate(config: TrainConfig, state, span: actions.Span, evaluator: Evaluator,
-                recorded: dict, workdir: str, restored: str, chief: bool, log) -> dict:
-    """The re-run of a complete run: prints its recorded results and evaluates it afresh.
-
-    results.json, config.json, the checkpoints and the summaries are the record
-    of the run and stay byte for byte as they are; the fresh evaluation goes to
-    reevaluation.json (written by the chief). Returns the recorded results.
-    """
-    step = state.step
-    results_path = os.path.join(workdir, workdirs.RESULTS_FILE)
-    rate = recorded.get("train_examples_per_second")
-    log(f"Recorded results ({results_path}): {_metrics_text(recorded)}"
-        + (f"; {rate:,.0f} train examples/s" if rate else "")
-        + (f"; {recorded['wall_seconds']:.1f}s wall" if recorded.get("wall_seconds") else ""))
-    if step < span.total_steps and _ended_early(state, config):
-        why = (f"stopped early: {int(state.best.stale.numpy())} evaluations without a new "
-               f"best {config.keep_best}; a larger --early_stopping_patience would train on")
-    elif step < span.total_steps:
-        why = (f"stopped at --stop_at_test_accuracy={config.stop_at_test_accuracy:g}; a higher "
-               "one would train on")
-    elif config.lr_schedule == "constant":
-        why = "a larger --epochs or --train_steps would train on"
-    else:
-        why = "under --lr_schedule=cosine the length is fixed: train longer in another --workdir"
-    log(f"Already trained to step {step} of {span.total_steps} ({why}); evaluating the "
-        "restored model again. results.json, config.json and the summaries are left as "
-        "they are")
-    evaluator(step)
-    fresh = {
-        "global_step": step,
-        "checkpoint": restored,
-        **{f"{split}_{name}": evaluator.evaluations.get(split, {}).get(name)
-           for split in ("test", "validation") for name in ("accuracy", "loss")},
-        "params_sha256": params_sha256(state.model),
-        "weights": config.weights_kind,
-        "unix_time": round(time.time(), 3),
-    }
-    path = "written by the chief"
-    if chief:
-        path = workdirs.write_reevaluation(workdir, fresh)
-    log(f"Parameters: sha256 {fresh['params_sha256']}")
-    same = all(math.isclose(fresh[key], recorded.get(key) or 0.0, rel_tol=1e-5)
-               for key in ("test_accuracy", "test_loss"))
-    log(f"Re-evaluated: {_metrics_text(fresh)}"
-        + (" (as recorded)" if same else " (differs from the recorded results)")
-        + f". Written: {path}")
-    return recorded
