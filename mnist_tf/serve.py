@@ -34,26 +34,30 @@ def define_serve_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-    """Loads the model, binds the address, prints the URL and serves until interrupted."""
+    """Binds the address, loads the model, prints the URL and serves until interrupted."""
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
     try:
         workdirs.check_is_directory(FLAGS.workdir)  # Before TensorFlow's start-up.
-        cli.import_tensorflow_quietly()
         from mnist_tf.inference import serve
 
-        classifier = serve.load_classifier(FLAGS.workdir, FLAGS.checkpoint)
+        # Bound before the model loads, so a taken port is reported at once.
+        server = serve.make_server(None, FLAGS.host, FLAGS.port)
     except UserError as e:
         cli.fail(str(e))
-    except KeyboardInterrupt:
-        cli.fail("interrupted")
-    try:
-        server = serve.make_server(classifier, FLAGS.host, FLAGS.port)
     except OSError as e:  # Taken port, unknown or foreign address.
         cli.fail(f"--host={FLAGS.host} --port={FLAGS.port}: cannot listen there "
                  f"({e.strerror or e}); pick another --port (0 picks a free one) or --host")
-    print(f"Serving {classifier.description}")
+    try:
+        cli.import_tensorflow_quietly()
+        server.classifier = serve.load_classifier(FLAGS.workdir, FLAGS.checkpoint)
+    except UserError as e:
+        server.server_close()
+        cli.fail(str(e))
+    except KeyboardInterrupt:
+        cli.fail("interrupted")
+    print(f"Serving {server.classifier.description}")
     print(f"Draw a digit at {serve.url_of(server)}  (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

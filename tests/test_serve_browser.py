@@ -96,7 +96,7 @@ class Browser:
                 raise TimeoutError(f"the page never made this true: {expression}")
             time.sleep(0.05)
 
-    def drag(self, points):
+    def drag(self, points, release=True):
         """A mouse stroke through `points` (page pixels), button held down."""
         mouse = "Input.dispatchMouseEvent"
         (x, y), rest = points[0], points[1:]
@@ -104,7 +104,17 @@ class Browser:
         self.call(mouse, type="mousePressed", x=x, y=y, button="left", buttons=1, clickCount=1)
         for x, y in rest:
             self.call(mouse, type="mouseMoved", x=x, y=y, button="left", buttons=1)
-        self.call(mouse, type="mouseReleased", x=x, y=y, button="left", buttons=0, clickCount=1)
+        if release:
+            self.call(mouse, type="mouseReleased", x=x, y=y, button="left", buttons=0,
+                      clickCount=1)
+
+    def swipe(self, points):
+        """A finger stroke through `points` (page pixels)."""
+        touch = "Input.dispatchTouchEvent"
+        self.call(touch, type="touchStart", touchPoints=[{"x": points[0][0], "y": points[0][1]}])
+        for x, y in points[1:]:
+            self.call(touch, type="touchMove", touchPoints=[{"x": x, "y": y}])
+        self.call(touch, type="touchEnd", touchPoints=[])
 
     def close(self):
         self.process.terminate()
@@ -195,3 +205,27 @@ def test_a_digit_drawn_with_the_mouse_is_classified_on_the_page(
     browser.evaluate("document.getElementById('clear').click()")
     assert browser.evaluate("document.getElementById('answer').dataset.class") == ""
     assert browser.evaluate("document.getElementById('p-0').textContent") == ""
+
+
+def test_a_digit_drawn_with_a_finger_is_classified(browser, served):
+    browser.evaluate("document.getElementById('clear').click()")
+    browser.swipe(canvas_points(browser, VERTICAL_STROKE))
+    shown, png = shown_answer(browser)
+    answer = json.loads(request(served[0], "POST", "/predict", png)[2])
+    assert shown["class"] == answer["class"]
+    if served[1]:
+        assert answer["class"] == 1, answer
+
+
+def test_the_answer_follows_the_drawing_before_the_button_is_released(browser, served):
+    browser.evaluate("document.getElementById('clear').click()")
+    browser.drag(canvas_points(browser, VERTICAL_STROKE), release=False)
+    first, _ = shown_answer(browser)  # Shown while the button is still down.
+    for x, y in canvas_points(browser, OVAL[10:32]):  # The same stroke goes on.
+        browser.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y, button="left",
+                     buttons=1)
+    browser.call("Input.dispatchMouseEvent", type="mouseReleased", x=x, y=y, button="left",
+                 buttons=0, clickCount=1)
+    second, png = shown_answer(browser)
+    assert second["percents"] != first["percents"]  # Updated for the added stroke.
+    assert second["class"] == json.loads(request(served[0], "POST", "/predict", png)[2])["class"]

@@ -169,9 +169,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # Keep-alive: the page posts many drawings.
     timeout = REQUEST_TIMEOUT_SECONDS
     server_version = "mnist_tf"
-    # Set by `make_server` on a subclass.
-    classifier: Classifier
-    page: bytes
+    server: DigitServer
 
     @property
     def route(self) -> str:
@@ -181,7 +179,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         """The page for `/` and `/index.html`; 405 for `/predict`, 404 otherwise."""
         if self.route in PAGE_PATHS:
-            self._send(HTTPStatus.OK, self.page, "text/html; charset=utf-8")
+            self._send(HTTPStatus.OK, self.server.page, "text/html; charset=utf-8")
         elif self.route == PREDICT_PATH:
             self._refuse(RequestError(HTTPStatus.METHOD_NOT_ALLOWED,
                                       f"{PREDICT_PATH} takes POST with image bytes"),
@@ -202,7 +200,7 @@ class Handler(BaseHTTPRequestHandler):
                     raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED,
                                        f"{self.route} takes GET; POST images to {PREDICT_PATH}")
                 raise _not_found(self.path)
-            answer = self.classifier.predict(self._read_body())
+            answer = self.server.classifier.predict(self._read_body())
         except RequestError as e:
             self._refuse(e, allow="GET, HEAD" if self.route in PAGE_PATHS else None)
             return
@@ -299,30 +297,44 @@ def _not_found(path: str) -> RequestError:
                         f"{PREDICT_PATH}")
 
 
-def make_server(classifier: Classifier, host: str = "127.0.0.1",
-                port: int = 8000) -> ThreadingHTTPServer:
+class DigitServer(ThreadingHTTPServer):
+    """The threading HTTP server, holding what every request shares.
+
+    Attributes:
+        classifier: the model (`load_classifier`); set before `serve_forever`.
+        page: the page's bytes, read once from package data.
+    """
+
+    daemon_threads = True  # A stuck client never holds up the exit.
+    classifier: Classifier | None = None
+    page: bytes = b""
+
+
+class _IPv6Server(DigitServer):
+    address_family = socket.AF_INET6
+
+
+def make_server(classifier: Classifier | None, host: str = "127.0.0.1",
+                port: int = 8000) -> DigitServer:
     """Binds the server (port 0 picks a free one); `serve_forever()` then serves.
 
     Args:
-        classifier: from `load_classifier`.
+        classifier: from `load_classifier`; None to bind first and set
+            `server.classifier` before serving (a taken port is then
+            reported before the model loads).
         host: the address to bind; loopback unless a caller asks for more.
         port: the TCP port.
 
     Raises:
         OSError: if the address cannot be bound (e.g. the port is taken).
     """
-    handler = type("BoundHandler", (Handler,), {"classifier": classifier, "page": read_page()})
-    server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
-    server = server_class((host, port), handler)
-    server.daemon_threads = True  # A stuck client never holds up the exit.
+    server = (_IPv6Server if ":" in host else DigitServer)((host, port), Handler)
+    server.classifier = classifier
+    server.page = read_page()
     return server
 
 
-class _IPv6Server(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-
-
-def url_of(server: ThreadingHTTPServer) -> str:
+def url_of(server: DigitServer) -> str:
     """The page's address, `http://HOST:PORT/` (IPv6 hosts bracketed)."""
     host, port = server.server_address[:2]
     host = f"[{host}]" if ":" in host else host
