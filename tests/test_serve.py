@@ -209,6 +209,15 @@ def test_a_body_just_under_the_limit_is_read(server):
     assert status == 200, answer
 
 
+def test_a_body_that_stops_arriving_times_out_and_the_server_serves_on(server, monkeypatch):
+    monkeypatch.setattr(serve.Handler, "timeout", 0.5)
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+    raw = raw_exchange(server, head, drawing()[:100])
+    assert_one_line_error(*split_response(raw), 408, "5000 bytes", "0.5 s")
+    monkeypatch.undo()
+    assert_answers(server)
+
+
 def test_a_request_without_content_length_is_refused(server):
     raw = raw_exchange(server, b"POST /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert_one_line_error(*split_response(raw), 411, "Content-Length")

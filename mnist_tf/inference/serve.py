@@ -29,6 +29,7 @@ import dataclasses
 import io
 import json
 import socket
+import sys
 import threading
 import warnings
 from http import HTTPStatus
@@ -259,7 +260,13 @@ class Handler(BaseHTTPRequestHandler):
         except RequestError:
             self.close_connection = True  # Its body is never read.
             raise
-        body = self.rfile.read(length)
+        try:
+            body = self.rfile.read(length)
+        except OSError:  # The client stopped sending (the timeout) or went away.
+            self.close_connection = True
+            raise RequestError(HTTPStatus.REQUEST_TIMEOUT,
+                               f"the body's {length} bytes did not arrive within "
+                               f"{self.timeout} s") from None
         if len(body) < length:
             self.close_connection = True
             raise RequestError(HTTPStatus.BAD_REQUEST,
@@ -267,6 +274,8 @@ class Handler(BaseHTTPRequestHandler):
         return body
 
     def _refuse(self, error: RequestError, allow: str | None = None) -> None:
+        # Closed after a refusal: a body left unread must not be read as the next request.
+        self.close_connection = True
         body = json.dumps({"error": str(error)}).encode() + b"\n"
         headers = {"Allow": allow} if allow else {}
         self._send(error.status, body, "application/json", headers)
@@ -308,6 +317,11 @@ class DigitServer(ThreadingHTTPServer):
     daemon_threads = True  # A stuck client never holds up the exit.
     classifier: Classifier | None = None
     page: bytes = b""
+
+    def handle_error(self, request, client_address) -> None:
+        """Quiet for clients that went away or stalled; a traceback for anything else (a bug)."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 class _IPv6Server(DigitServer):
