@@ -14,11 +14,13 @@ test split). Then, on the whole test split:
 - latency: the median over --latency_images single-image calls (after
   --warmup calls), and the time per image of batches of 1,000.
 
-Prints a Markdown table (one row per format) and the machine it ran on.
+Prints the machine it ran on, a Markdown table (one row per run and format),
+then one JSON line of the same figures.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import sys
@@ -112,10 +114,12 @@ def main(argv):
     from mnist_tf.inference.restore import load_model
 
     source = sources.ensure_mnist(FLAGS.data_dir, FLAGS.manual_dir, FLAGS.download)
-    print(describe_cpu(machine()))
+    where = machine()
+    print(describe_cpu(where))
     print("| run | format | size (KB) | size / float32 tflite | test accuracy | "
           "vs SavedModel (points) | latency, 1 image (ms) | per image, batch 1,000 (ms) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    figures = []
     for workdir in FLAGS.workdirs:
         workdir = os.path.abspath(workdir)
         splits = pipeline.load_splits(source.data_dir, load_model(workdir).config.validation_size)
@@ -129,6 +133,9 @@ def main(argv):
                   f"| {row['bytes'] / float_bytes:.0%} | {row['accuracy']:.2%} | "
                   f"{(row['accuracy'] - reference) * 100:+.2f} | {single:.3f} | "
                   f"{batched:.4f} |")
+            figures.append({"workdir": workdir, **row, "latency_ms": single,
+                            "batched_ms_per_image": batched})
+    print(json.dumps({"machine": where, "figures": figures}))
 
 
 if __name__ == "__main__":

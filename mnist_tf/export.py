@@ -98,6 +98,9 @@ def format_tflite_export(exported: dict) -> str:
     if exported["calibration_images"]:
         lines.append(f"Calibrated on {exported['calibration_images']} training images "
                      "(the first of the train split; no test image)")
+    if exported["quantize"] == "int8" and not exported["integer_only"]:
+        lines.append("Dense layers and softmax in int8; the pixel lookup and --deskew's "
+                     "resampling stay float32, and so does the output")
     for role in ("input", "output"):
         io = exported[role]
         quantized = (f", scale {io['scale']:.6g}, zero point {io['zero_point']}"
