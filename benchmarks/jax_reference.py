@@ -182,8 +182,9 @@ def time_to_target(data, target: float, hidden_sizes: list[int], batch_size: int
     images, labels = on_device(data["train_images"], data["train_labels"])
     test_images, test_labels = on_device(data["test_images"], data["test_labels"])
     steps_per_epoch = len(images) // batch_size
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, learning_rate, warmup_steps, epochs * steps_per_epoch, 0.0)
+    total = epochs * steps_per_epoch
+    warmup = min(warmup_steps, total - 1)  # A run shorter than the warmup (small data).
+    schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, total, 0.0)
     init, run = make_trainer(hidden_sizes, batch_size, schedule)
     params, opt_state = init(seed)
     key, step, evaluations = jax.random.PRNGKey(seed + 1), 0, []

@@ -102,7 +102,7 @@ def test_train_throughput_overrides_are_reported(tmp_path):
     result, lines = run_benchmark(
         "train_throughput.py", "--hidden_sizes=16", "--batch_size=64", "--examples=1024",
         "--repeats=1", "--pipeline=device", "--steps_per_call=4", "--nojit_compile",
-        "--matmul_size=128", "--nokeras", f"--data_dir={tmp_path}")
+        "--matmul_size=128", "--nokeras", "--jax", "--rounds=2", f"--data_dir={tmp_path}")
     assert result["mnist_tf_default_flags"] is False
     assert result["mnist_tf_overrides"] == {"data_on_device": True, "jit_compile": False,
                                             "steps_per_call": 4}
@@ -112,6 +112,12 @@ def test_train_throughput_overrides_are_reported(tmp_path):
     assert result["step_flops"] == 64 * (4 * (784 * 16 + 16 * 10) + 2 * 16 * 10)
     assert result["examples_per_second"] > 0
     assert not any(key.startswith("keras_") for key in result)
+    # The JAX reference on the same examples, interleaved with mnist_tf over 2 rounds.
+    assert len(result["jax_round_examples_per_second"]) == len(
+        result["round_examples_per_second"]) == 2
+    assert result["jax_steps_per_scan"] == 4 and result["jax_examples_per_second"] > 0
+    assert result["speedup_vs_jax"] == pytest.approx(
+        result["examples_per_second"] / result["jax_examples_per_second"], rel=1e-2)
 
 
 def test_input_pipeline_drains_the_real_pipeline(small_data_dir):
@@ -140,6 +146,11 @@ def test_time_to_accuracy_times_both_from_process_start_and_counts_a_miss(small_
     assert result["fraction_of_keras_time"] == pytest.approx(ours["seconds"] / keras["seconds"],
                                                              rel=1e-2)
     assert result["config"] == "configs/fast.cfg"
+    # The JAX recipe (installed with the dev extras) is timed the same way, from spawn.
+    jax = result["jax_runs"][0]
+    assert jax["seconds"] > 0 and result["jax_seconds"] == jax["seconds"]
+    assert result["fraction_of_jax_time"] == pytest.approx(ours["seconds"] / jax["seconds"],
+                                                           rel=1e-2)
 
 
 def test_a_missed_target_is_a_failure_at_its_whole_run_time():
