@@ -181,3 +181,18 @@ def test_evaluate_tflite_on_the_command_line(exports, small_data_dir):
 ])
 def test_bad_flag_combinations_exit_2_with_one_line(module, args, fragments, tmp_path):
     assert_usage_error(run_module(module, *args, cwd=tmp_path), *fragments)
+
+
+def test_int8_of_a_deskew_model_keeps_the_deskew_float(small_data_dir, splits, tmp_path):
+    # Full-integer deskewing resamples at quantized coordinates, the wrong
+    # pixels; the export keeps that stage float and still agrees.
+    workdir = tmp_path / "run"
+    trainer.train_and_evaluate(TrainConfig(**{**SMALL, "deskew": True}), str(workdir),
+                               splits=splits, log=lambda line: None)
+    metadata = tflite.export_tflite(str(workdir), str(tmp_path / "int8"), "int8", splits=splits)
+    assert metadata["integer_only"] is False
+    assert metadata["output"] == {"dtype": "float32", "shape": [-1, 10]}
+    assert metadata["size_bytes"] < 0.5 * len(tflite.convert(
+        inference.load_model(str(workdir)).model, "none"))
+    assert metadata["verification"]["agreement"] >= 0.95
+    assert "stay float32" in export.format_tflite_export(metadata)
