@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import threading
+import types
 import zlib
 from pathlib import Path
 
@@ -214,6 +215,18 @@ def test_a_body_that_stops_arriving_times_out_and_the_server_serves_on(server, m
     head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
     raw = raw_exchange(server, head, drawing()[:100])
     assert_one_line_error(*split_response(raw), 408, "5000 bytes", "0.5 s")
+    monkeypatch.undo()
+    assert_answers(server)
+
+
+def test_a_failure_inside_is_a_one_line_500_and_the_server_serves_on(server, monkeypatch,
+                                                                      capsys):
+    def broken(body):
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(server, "classifier", types.SimpleNamespace(predict=broken))
+    assert_one_line_error(*request(server, "POST", "/predict", drawing()), 500, "internal error")
+    assert "broken on purpose" in capsys.readouterr().err  # The traceback, for the operator.
     monkeypatch.undo()
     assert_answers(server)
 

@@ -31,6 +31,7 @@ import json
 import socket
 import sys
 import threading
+import traceback
 import warnings
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,7 +53,7 @@ REQUEST_TIMEOUT_SECONDS = 10
 
 
 class RequestError(Exception):
-    """A request the server refuses: an HTTP status and a one-line reason."""
+    """A request the server refuses (or fails): an HTTP status and a one-line reason."""
 
     def __init__(self, status: HTTPStatus, message: str):
         super().__init__(message)
@@ -204,6 +205,11 @@ class Handler(BaseHTTPRequestHandler):
             answer = self.server.classifier.predict(self._read_body())
         except RequestError as e:
             self._refuse(e, allow="GET, HEAD" if self.route in PAGE_PATHS else None)
+            return
+        except Exception:  # A bug: its traceback in the terminal, one line to the client.
+            traceback.print_exc()
+            self._refuse(RequestError(HTTPStatus.INTERNAL_SERVER_ERROR,
+                                      "internal error; the server's terminal shows it"))
             return
         self._send(HTTPStatus.OK, json.dumps(answer).encode(), "application/json")
 
