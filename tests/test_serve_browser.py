@@ -37,13 +37,14 @@ class Browser:
         self._answers, from_browser = os.pipe()
 
         def on_fds_3_and_4():  # In the child, before exec: its ends become fds 3 and 4.
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_browser, from_browser)]
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_browser, from_browser)]
             os.dup2(high[0], 3)
             os.dup2(high[1], 4)
 
         self.process = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--no-default-browser-check", "--disable-extensions", "--remote-debugging-pipe",
+             "--no-default-browser-check", "--disable-extensions", "--disable-dev-shm-usage",
+             "--remote-debugging-pipe",
              f"--user-data-dir={profile_dir}", "--window-size=900,700", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             close_fds=False, preexec_fn=on_fds_3_and_4)
