@@ -56,7 +56,7 @@ def main(argv):
     from mnist_tf.config import parse_hidden_sizes
 
     hidden_sizes = parse_hidden_sizes(FLAGS.hidden_sizes)
-    cli.import_tensorflow_quietly()
+    cli.import_tensorflow_quietly(keras=True)
     import tensorflow as tf
     import tensorflow_datasets as tfds
 

@@ -4,7 +4,9 @@
 
 Measures, each the median of --repeats fresh processes:
 
-- `python -c "import tensorflow"`: the floor every TensorFlow command pays;
+- `python -c "import tensorflow"`: the floor every TensorFlow command pays,
+  and the same without Keras, as the entry points import it
+  (`mnist_tf.cli._without_keras`);
 - `python -m mnist_tf.<command> --help` for every entry point that
   `python -m mnist_tf` lists: help needs no TensorFlow;
 - train's time to its first step: from spawning `python -m mnist_tf.train`
@@ -52,10 +54,11 @@ TRAIN_FLAGS = ("--hidden_sizes=512,256", "--batch_size=128", "--train_steps=2",
 PHASES = {"devices": "Device:", "model": "Model:", "first_step": "step 1/"}
 
 
-def seconds_of(args: list[str]) -> float:
-    """Wall seconds of one process, from spawn to exit; it must succeed."""
+def seconds_of(args: list[str], **env: str) -> float:
+    """Seconds of one process, spawn to exit, with `env` added to its environment; must succeed."""
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                            env=dict(os.environ, **env))
     if result.returncode != 0:
         cli.fail(f"{' '.join(args)} failed: {result.stderr.strip().splitlines()[-1:]}")
     return time.perf_counter() - start
@@ -86,6 +89,9 @@ def main(argv):
     repeats = range(FLAGS.repeats)
     figures = {"import_tensorflow_seconds": statistics.median(
         seconds_of(["-c", "import tensorflow"]) for _ in repeats)}
+    # What the entry points' import skips (`cli._without_keras`): Keras and matplotlib.
+    figures["import_tensorflow_without_keras_seconds"] = statistics.median(
+        seconds_of(["-c", "import tensorflow"], TF_USE_LEGACY_KERAS="1") for _ in repeats)
     for command in COMMANDS:
         figures[f"{command}_help_seconds"] = statistics.median(
             seconds_of(["-m", f"mnist_tf.{command}", "--help"]) for _ in repeats)
@@ -95,7 +101,9 @@ def main(argv):
     figures = {key: round(value, 3) for key, value in figures.items()}
     machine = common.machine()
     rows = [("cpu", common.describe_cpu(machine)),
-            ("import tensorflow", f"{figures['import_tensorflow_seconds']:.2f} s")]
+            ("import tensorflow", f"{figures['import_tensorflow_seconds']:.2f} s"),
+            ("  without Keras (as the entry points)",
+             f"{figures['import_tensorflow_without_keras_seconds']:.2f} s")]
     rows += [(f"mnist_tf.{command} --help", f"{figures[f'{command}_help_seconds']:.2f} s")
              for command in COMMANDS]
     rows += [(f"train: {PHASES[phase]!r} line", f"{figures[f'train_{phase}_seconds']:.2f} s "

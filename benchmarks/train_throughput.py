@@ -211,7 +211,7 @@ def main(argv):
         config, overrides = mnist_tf_config(hidden_sizes, FLAGS.batch_size)
     except UserError as e:
         cli.fail(str(e))
-    tf = cli.import_tensorflow_quietly()
+    tf = cli.import_tensorflow_quietly(keras=FLAGS.keras)
 
     from mnist_tf import devices
 

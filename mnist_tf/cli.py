@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import re
 import sys
@@ -29,7 +31,32 @@ _STARTUP_NOISE = re.compile(
 )
 
 
-def import_tensorflow_quietly(setup=None):
+@contextlib.contextmanager
+def _without_keras(keras: bool):
+    """Has TensorFlow's import skip Keras, when this process will not use `tf.keras`.
+
+    TensorFlow's import loads Keras 3 eagerly (to register its optimizers),
+    and Keras loads matplotlib.pyplot: about 0.8 s of a 4 s import on a
+    2-core CPU. With TF_USE_LEGACY_KERAS=1 it looks for tf_keras instead
+    and, finding none, goes on without. The variable is set for the import
+    only, so child processes see the caller's environment; where tf_keras
+    is installed, or the caller set the variable, nothing changes. In this
+    process `tf.keras` is then unavailable: the trainer and the tools never
+    use it (the benchmarks' Keras references pass `keras=True`).
+    """
+    skip = (not keras and "tensorflow" not in sys.modules
+            and "TF_USE_LEGACY_KERAS" not in os.environ
+            and importlib.util.find_spec("tf_keras") is None)
+    if skip:
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    try:
+        yield
+    finally:
+        if skip:
+            del os.environ["TF_USE_LEGACY_KERAS"]
+
+
+def import_tensorflow_quietly(setup=None, keras: bool = False):
     """Imports TensorFlow and initialises its devices without the C++ start-up noise.
 
     File descriptor 2 is captured while TensorFlow loads and probes for GPUs;
@@ -40,12 +67,15 @@ def import_tensorflow_quietly(setup=None):
         setup: if given, called after the import and before TensorFlow's
             runtime starts (logical devices and collective ops can only be
             configured then); its UserError propagates.
+        keras: whether this process uses `tf.keras`; if not, TensorFlow is
+            imported without Keras (`_without_keras`).
 
     Returns:
         The `tensorflow` module.
     """
     if VERBOSE:
-        import tensorflow as tf
+        with _without_keras(keras):
+            import tensorflow as tf
 
         if setup is not None:
             setup()
@@ -55,7 +85,8 @@ def import_tensorflow_quietly(setup=None):
     with tempfile.TemporaryFile(mode="w+b") as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow as tf
+            with _without_keras(keras):
+                import tensorflow as tf
 
             if setup is not None:
                 setup()
