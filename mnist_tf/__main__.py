@@ -8,6 +8,7 @@ COMMANDS = (
     ("predict", "classify an image file or a test digit, with its ten probabilities"),
     ("export", "write a run's model as a SavedModel that serves with TensorFlow alone"),
     ("plot", "draw a run's curves and predictions (curves.png, predictions.png)"),
+    ("serve", "a page on 127.0.0.1 where you draw a digit and see its ten probabilities"),
 )
 
 

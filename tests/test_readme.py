@@ -250,9 +250,9 @@ def test_the_readme_is_short():
 #     every `--flag` a page gives a command is a flag of that command.
 
 TOOL_SECTIONS = {"train": "Training", "evaluate": "Evaluate", "predict": "Predict",
-                 "export": "Export", "plot": "Plot"}
+                 "export": "Export", "plot": "Plot", "serve": "Usage"}
 TOOL_PAGES = {"train": TRAINING, "evaluate": TOOLS, "predict": TOOLS, "export": TOOLS,
-              "plot": TOOLS}
+              "plot": TOOLS, "serve": (DOCS / "serve.md").read_text()}
 ABSL_FLAGS = {"flagfile", "help", "helpshort", "helpfull", "helpxml", "undefok"}
 
 
