@@ -44,3 +44,8 @@ FORMATS = ("saved_model", "tflite")
 # float16 weights, int8 weights with float activations ("dynamic"), or full
 # integer arithmetic calibrated on training images ("int8").
 QUANTIZE = ("none", "float16", "dynamic", "int8")
+
+# --checkpoint of the tools (evaluate, predict, export, plot, serve) and
+# `mnist_tf.load`: the newest rolling checkpoint, or the one --keep_best kept;
+# any other value is a checkpoint prefix.
+LATEST, BEST = "latest", "best"

@@ -13,6 +13,7 @@ import textwrap
 from absl import app, flags
 
 from mnist_tf import disk
+from mnist_tf.choices import BEST, LATEST
 from mnist_tf.errors import UserError
 
 # TensorFlow's C++ logging (oneDNN, CUDA probing) is noise for users; must be
@@ -106,6 +107,19 @@ def import_tensorflow_quietly(setup=None, keras: bool = False):
 # of the entry point that calls `define_data_flags`, not of this module:
 # `--helpshort` lists the main module's key flags only, and would leave them out.
 flags.disclaim_key_flags()
+
+
+def define_checkpoint_flag(use: str) -> None:
+    """Defines --checkpoint, the one way every tool names the checkpoint it reads.
+
+    Args:
+        use: what the tool does with it, for the help ("evaluate", "serve", ...).
+    """
+    flags.DEFINE_string(
+        "checkpoint", LATEST,
+        f"Checkpoint to {use}: {LATEST} (the newest rolling checkpoint), {BEST} (the one "
+        "training kept with --keep_best, in WORKDIR/checkpoints/best/), or a checkpoint "
+        "prefix such as WORKDIR/checkpoints/ckpt-4000.")
 
 
 def define_data_flags() -> None:

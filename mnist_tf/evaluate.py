@@ -25,9 +25,7 @@ SHORT_HELP = ("workdir", "split", "checkpoint", "tflite", "data_dir")
 def define_evaluate_flags() -> None:
     """Defines the evaluation flags; called only by this entry point."""
     flags.DEFINE_string("workdir", None, "Training workdir to evaluate (required).")
-    flags.DEFINE_string("checkpoint", None,
-                        "Checkpoint prefix to evaluate, e.g. WORKDIR/checkpoints/ckpt-4000 "
-                        "(default: the workdir's latest).")
+    cli.define_checkpoint_flag("evaluate")
     flags.DEFINE_enum("split", "test", SPLITS,
                       "Split to evaluate; validation is carved as the training run did.")
     flags.DEFINE_string("tflite", None,
@@ -75,7 +73,7 @@ def main(argv: list[str]) -> None:
 
 def _evaluate_tflite() -> None:
     """Evaluates the --tflite file and prints its report."""
-    if FLAGS.checkpoint is not None:
+    if FLAGS["checkpoint"].present:
         cli.fail("--checkpoint: a --tflite file holds its weights; give one or the other")
     from mnist_tf.inference.tflite import evaluate_tflite, format_tflite_report
 

@@ -32,9 +32,7 @@ def define_export_flags() -> None:
     flags.DEFINE_enum("quantize", None, QUANTIZE,
                       "With --format=tflite: post-training quantization (default none; int8 "
                       "is full-integer, calibrated on training images).")
-    flags.DEFINE_string("checkpoint", None,
-                        "Checkpoint prefix to export, e.g. WORKDIR/checkpoints/ckpt-4000 "
-                        "(default: the workdir's latest).")
+    cli.define_checkpoint_flag("export")
     cli.define_data_flags()
     flags.mark_flag_as_required("workdir")
     flags.mark_flag_as_required("export_dir")

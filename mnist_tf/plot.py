@@ -22,6 +22,7 @@ from __future__ import annotations
 from absl import flags, logging
 
 from mnist_tf import cli
+from mnist_tf.choices import LATEST
 from mnist_tf.errors import UserError
 from mnist_tf.figures import (  # noqa: F401  Re-exported for callers of the entry module.
     CURVES_FILE,
@@ -59,7 +60,7 @@ def define_plot_flags() -> None:
                         "Directory for the PNGs (created if missing). One workdir: default the "
                         "workdir itself (curves.png, predictions.png). Several workdirs: "
                         "required; only their overlaid curves.png is written there.")
-    flags.DEFINE_string("checkpoint", None, "Checkpoint prefix to use (default: the latest).")
+    cli.define_checkpoint_flag("draw the predictions with")
     flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS's).")
     flags.DEFINE_boolean("download", True, "Allow TFDS's own download (see mnist_tf.train).")
     flags.DEFINE_integer("num_digits", 32, "How many test digits predictions.png shows.")
@@ -87,7 +88,7 @@ def main(argv: list[str]) -> None:
         workdirs = parse_workdirs(FLAGS.workdir)
         if FLAGS.num_digits <= 0:
             raise UserError(f"--num_digits: must be positive, got {FLAGS.num_digits}")
-        if len(workdirs) > 1 and FLAGS.checkpoint:
+        if len(workdirs) > 1 and FLAGS.checkpoint != LATEST:
             raise UserError("--checkpoint: names one run's checkpoint; use it with one --workdir")
         if len(workdirs) > 1 and not FLAGS.output_dir:
             raise UserError("--output_dir: required with several --workdir values, for their "

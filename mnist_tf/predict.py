@@ -36,9 +36,7 @@ def define_predict_flags() -> None:
     """Defines the prediction flags; called only by this entry point."""
     flags.DEFINE_string("workdir", "runs/default",
                         "Training workdir whose model is used (its config.json and checkpoints).")
-    flags.DEFINE_string("checkpoint", None,
-                        "Checkpoint prefix, e.g. WORKDIR/checkpoints/ckpt-4290 (default: the "
-                        "workdir's latest).")
+    cli.define_checkpoint_flag("classify with")
     flags.DEFINE_boolean("json", False,
                          "Print one JSON object per line (file, digit, probabilities, top3; "
                          "a failed file gives file and error) instead of readable lines.")

@@ -26,9 +26,7 @@ def define_serve_flags() -> None:
     flags.DEFINE_string("host", "127.0.0.1",
                         "Address to bind: 127.0.0.1 serves this machine only; 0.0.0.0 (or ::) "
                         "serves anyone who can reach it (the server has no authentication).")
-    flags.DEFINE_string("checkpoint", None,
-                        "latest (default), best (the --keep_best checkpoint), or a checkpoint "
-                        "prefix, e.g. WORKDIR/checkpoints/ckpt-4000.")
+    cli.define_checkpoint_flag("serve")
     flags.mark_flag_as_required("workdir")
     cli.define_short_help(SHORT_HELP)
 

@@ -9,6 +9,7 @@ import sys
 import tensorflow as tf
 
 from mnist_tf import workdir as workdirs
+from mnist_tf.choices import BEST, LATEST
 from mnist_tf.config import TrainConfig
 from mnist_tf.constants import NUM_PIXELS
 from mnist_tf.errors import CheckpointError
@@ -44,7 +45,6 @@ class LoadedModel:
 
 
 # --checkpoint's words: the newest rolling checkpoint, and the best (--keep_best).
-LATEST, BEST = "latest", "best"
 # How often `load_model` looks for the best again when the one it was reading
 # was replaced under it (a live run's new best).
 _MAX_BEST_TRIES = 5
