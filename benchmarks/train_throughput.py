@@ -252,7 +252,7 @@ def keras_rows_and_figures(images, labels, config, steps_per_call, ours_rate):
     return rows, figures
 
 
-def measure_jax(images, labels, config, steps_per_call) -> dict:
+def measure_jax(images, labels, config, steps_per_scan) -> dict:
     """The JAX reference on the same examples, in a process of its own: its JSON figures."""
     import tempfile
 
@@ -265,10 +265,10 @@ def measure_jax(images, labels, config, steps_per_call) -> dict:
         return jax_reference.run_in_subprocess(
             f"--npz={npz}", f"--hidden_sizes={','.join(map(str, config.hidden_sizes))}",
             f"--batch_size={config.batch_size}", f"--epochs={FLAGS.repeats + 1}",
-            f"--examples={len(labels)}", f"--steps_per_scan={steps_per_call}")
+            f"--examples={len(labels)}", f"--steps_per_scan={steps_per_scan}")
 
 
-def jax_rows_and_figures(rounds: list[dict], ours_rate: float, steps_per_call: int):
+def jax_rows_and_figures(rounds: list[dict], ours_rate: float, steps_per_scan: int):
     """Rows and JSON figures of the JAX rounds, against mnist_tf's `ours_rate`."""
     import numpy as np
 
@@ -277,10 +277,10 @@ def jax_rows_and_figures(rounds: list[dict], ours_rate: float, steps_per_call: i
     figures = {"jax_examples_per_second": round(rate, 1),
                "jax_round_examples_per_second": [round(r["examples_per_second"], 1)
                                                  for r in rounds],
-               "jax_steps_per_scan": steps_per_call, "jax_version": version,
+               "jax_steps_per_scan": steps_per_scan, "jax_version": version,
                "speedup_vs_jax": round(ours_rate / rate, 3)}
     rows = [("JAX (jit + lax.scan, optax Adam)",
-             f"{rate:,.0f} examples/s ({steps_per_call} steps per scan, data on the device, "
+             f"{rate:,.0f} examples/s ({steps_per_scan} steps per scan, data on the device, "
              f"donated state; jax {version}; median of {len(rounds)} round(s))"),
             ("mnist_tf / JAX", f"{ours_rate / rate:.2f}x")]
     return rows, figures
@@ -305,7 +305,13 @@ def run(config, overrides, device):
     import jax_reference
     import numpy as np
 
-    use_jax = jax_reference.available() if FLAGS.jax is None else FLAGS.jax
+    # The JAX reference is the float32 MLP without dropout: it is measured against
+    # that configuration only.
+    comparable = config.precision == "float32" and not config.dropout
+    use_jax = (jax_reference.available() and comparable) if FLAGS.jax is None else FLAGS.jax
+    if use_jax and not comparable:
+        cli.fail("--jax: the JAX reference trains in float32 without dropout; drop --precision "
+                 "and --dropout, or pass --nojax")
     ours_rates, jax_rounds = [], []
     for _ in range(FLAGS.rounds):  # Interleaved: mnist_tf, then JAX, per round.
         burn_in, times, runner = common.measure_mnist_tf(config, images, labels,
@@ -313,7 +319,9 @@ def run(config, overrides, device):
         steps_per_call = runner.steps_per_call
         ours_rates.append(common.median_rate(num, times))
         if use_jax:
-            jax_rounds.append(measure_jax(images, labels, config, steps_per_call))
+            # Whole scans within an epoch, as mnist_tf's calls end at the epoch's end.
+            steps_per_scan = min(steps_per_call, num // config.batch_size)
+            jax_rounds.append(measure_jax(images, labels, config, steps_per_scan))
     ours_rate = float(np.median(ours_rates))
     step_gflops = ours_rate / batch_size * flops / 1e9
     machine = common.machine()
@@ -363,7 +371,7 @@ def run(config, overrides, device):
          f"{burn_in:.1f} s)"),
     ]
     if jax_rounds:
-        jax_rows, figures = jax_rows_and_figures(jax_rounds, ours_rate, steps_per_call)
+        jax_rows, figures = jax_rows_and_figures(jax_rounds, ours_rate, steps_per_scan)
         rows += jax_rows
         result.update(figures)
     if FLAGS.keras:

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import tomllib
 from conftest import REPO, assert_usage_error, run_module
 
 from mnist_tf import cli, config
@@ -74,6 +75,8 @@ def test_the_shipped_configs_are_package_data_linked_from_the_repository_root():
     # configs/ at the root is the same directory, for --flagfile=configs/NAME.cfg.
     assert (REPO / "configs").resolve() == Path(config.CONFIGS_DIR)
     # pyproject ships them with the package (a non-editable install has no configs/).
-    assert 'mnist_tf = ["configs/*.cfg"]' in (REPO / "pyproject.toml").read_text()
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["mnist_tf"]
+    assert {"configs/*.cfg", "inference/draw.html"} <= set(package_data)  # serve's page too.
     with pytest.raises(UserError, match="no shipped config 'nope'"):
         config.shipped_config("nope")
