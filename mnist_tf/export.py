@@ -73,7 +73,7 @@ def main(argv: list[str]) -> None:
 
 def _export_tflite() -> None:
     """Exports, verifies and describes a --format=tflite export."""
-    from mnist_tf.inference.tflite import export_tflite
+    from mnist_tf.inference.tflite import export_tflite, format_tflite_export
 
     try:
         exported = export_tflite(
@@ -85,31 +85,6 @@ def _export_tflite() -> None:
     except KeyboardInterrupt:
         cli.fail("interrupted; nothing was exported")
     print(format_tflite_export(exported))
-
-
-def format_tflite_export(exported: dict) -> str:
-    """What `--format=tflite` prints: the file, its quantization, and its verification."""
-    lines = [f"Exported {exported['checkpoint']} (step {exported['step']}, hidden sizes "
-             f"{exported['hidden_sizes']}, {exported['weights']} weights) to "
-             f"{exported['path']} ({exported['size_bytes'] / 1024:.1f} KB, "
-             f"--quantize={exported['quantize']})"]
-    if exported["calibration_images"]:
-        lines.append(f"Calibrated on {exported['calibration_images']} training images "
-                     "(the first of the train split; no test image)")
-    if exported["quantize"] == "int8" and not exported["integer_only"]:
-        lines.append("Dense layers and softmax in int8; the pixel lookup and --deskew's "
-                     "resampling stay float32, and so does the output")
-    for role in ("input", "output"):
-        io = exported[role]
-        quantized = (f", scale {io['scale']:.6g}, zero point {io['zero_point']}"
-                     if "scale" in io else "")
-        lines.append(f"{role.capitalize()}: {io['dtype']} {io['shape']}{quantized}")
-    check = exported["verification"]
-    lines.append(f"Verified with LiteRT on the {check['num_examples']} test images: accuracy "
-                 f"{check['tflite_accuracy']:.2%} (the checkpoint: "
-                 f"{check['checkpoint_accuracy']:.2%}; same class for "
-                 f"{check['agreement']:.2%})")
-    return "\n".join(lines)
 
 
 def __getattr__(name: str):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import assert_usage_error, run_module
 
-from mnist_tf import export, inference
+from mnist_tf import inference
 from mnist_tf.choices import QUANTIZE
 from mnist_tf.config import TrainConfig
 from mnist_tf.data import pipeline
@@ -113,7 +113,7 @@ def test_int8_is_calibrated_on_the_first_training_images_only(exports, splits):
     np.testing.assert_array_equal(used, train[:len(used)])
     test = {image.tobytes() for image in splits.test.images.numpy().reshape(-1, 28, 28)}
     assert not any(image.tobytes() in test for image in used)
-    text = export.format_tflite_export(exported["int8"])
+    text = tflite.format_tflite_export(exported["int8"])
     assert "Calibrated on 500 training images" in text
     assert "Output: int8 [-1, 10], scale 0.00390625, zero point -128" in text
     assert "Verified with LiteRT on the 200 test images" in text
@@ -195,4 +195,4 @@ def test_int8_of_a_deskew_model_keeps_the_deskew_float(small_data_dir, splits, t
     assert metadata["size_bytes"] < 0.5 * len(tflite.convert(
         inference.load_model(str(workdir)).model, "none"))
     assert metadata["verification"]["agreement"] >= 0.95
-    assert "stay float32" in export.format_tflite_export(metadata)
+    assert "stay float32" in tflite.format_tflite_export(metadata)

@@ -479,6 +479,31 @@ def evaluate_tflite(path: str, split: str = "test", data_dir: str | None = None,
             **describe_io(interpreter)}
 
 
+def format_tflite_export(exported: dict) -> str:
+    """What `--format=tflite` prints: the file, its quantization, and its verification."""
+    lines = [f"Exported {exported['checkpoint']} (step {exported['step']}, hidden sizes "
+             f"{exported['hidden_sizes']}, {exported['weights']} weights) to "
+             f"{exported['path']} ({exported['size_bytes'] / 1024:.1f} KB, "
+             f"--quantize={exported['quantize']})"]
+    if exported["calibration_images"]:
+        lines.append(f"Calibrated on {exported['calibration_images']} training images "
+                     "(the first of the train split; no test image)")
+    if exported["quantize"] == "int8" and not exported["integer_only"]:
+        lines.append("Dense layers and softmax in int8; the pixel lookup and --deskew's "
+                     "resampling stay float32, and so does the output")
+    for role in ("input", "output"):
+        io = exported[role]
+        quantized = (f", scale {io['scale']:.6g}, zero point {io['zero_point']}"
+                     if "scale" in io else "")
+        lines.append(f"{role.capitalize()}: {io['dtype']} {io['shape']}{quantized}")
+    check = exported["verification"]
+    lines.append(f"Verified with LiteRT on the {check['num_examples']} test images: accuracy "
+                 f"{check['tflite_accuracy']:.2%} (the checkpoint: "
+                 f"{check['checkpoint_accuracy']:.2%}; same class for "
+                 f"{check['agreement']:.2%})")
+    return "\n".join(lines)
+
+
 def format_tflite_report(results: dict) -> str:
     """Renders `evaluate_tflite`'s results as the text `evaluate --tflite` prints."""
     from mnist_tf.analysis import format_confusion_matrix
