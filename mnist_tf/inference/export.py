@@ -24,11 +24,13 @@ killed export is removed by the next export to the same place.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import socket
 import uuid
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from mnist_tf import disk, files, quiet
@@ -175,48 +177,57 @@ def export_loaded(loaded: LoadedModel, workdir: str, export_dir: str) -> dict:
         },
     }
 
+    with publishing(export_dir) as partial:
+        _write(module, metadata, loaded.model, partial)
+    return metadata
+
+
+def _write(module, metadata: dict, model, directory: str) -> None:
+    """Writes the SavedModel and its metadata into `directory`, and verifies them."""
+    import tensorflow as tf
+
+    tf.saved_model.save(module, directory, signatures={
+        SIGNATURE_KEY: module.serve.get_concrete_function()})
+    os.makedirs(os.path.join(directory, os.path.dirname(METADATA_FILE)))
+    files.write_json_atomic(os.path.join(directory, METADATA_FILE), metadata)
+    _verify(directory, model)
+
+
+@contextlib.contextmanager
+def publishing(export_dir: str) -> Iterator[str]:
+    """Yields a hidden sibling of `export_dir` to write an export into; then renames it there.
+
+    The one protocol of every export format. The sibling is on the same
+    filesystem, so the rename is atomic, and rename(2) replaces an empty
+    directory but fails on a non-empty one, so a directory filled since it
+    was checked is kept. The sibling is removed whatever goes wrong, and a
+    sibling left by a killed export to the same place is removed first
+    (`remove_stale_partials`). A full disk is one line (`disk.writing`).
+
+    Raises:
+        UserError: if the parent cannot be created or `export_dir` was filled
+            since it was checked.
+    """
     parent = os.path.dirname(export_dir)
     try:
         os.makedirs(parent, exist_ok=True)
     except OSError as e:
         raise UserError(f"--export_dir: cannot create {parent}: {e.strerror}") from None
     with disk.writing(export_dir, "free space or use another --export_dir"):
-        _write_into_place(module, metadata, loaded.model, export_dir)
-    return metadata
-
-
-def _write_into_place(module, metadata: dict, model, export_dir: str) -> None:
-    """Writes the SavedModel into a hidden sibling of `export_dir`, verifies it, renames it.
-
-    The sibling is on the same filesystem, so the rename is atomic; it is
-    removed whatever goes wrong, and a sibling left by a killed export to the
-    same place is removed first (`remove_stale_partials`).
-
-    Raises:
-        UserError: if `export_dir` was filled since it was checked.
-    """
-    import tensorflow as tf
-
-    remove_stale_partials(export_dir)
-    partial = os.path.join(os.path.dirname(export_dir), _partial_prefix(export_dir)
-                           + f"{os.getpid()}-{uuid.uuid4().hex}")
-    os.mkdir(partial)
-    try:
-        tf.saved_model.save(module, partial, signatures={
-            SIGNATURE_KEY: module.serve.get_concrete_function()})
-        os.makedirs(os.path.join(partial, os.path.dirname(METADATA_FILE)))
-        files.write_json_atomic(os.path.join(partial, METADATA_FILE), metadata)
-        _verify(partial, model)
+        remove_stale_partials(export_dir)
+        partial = os.path.join(parent, _partial_prefix(export_dir)
+                               + f"{os.getpid()}-{uuid.uuid4().hex}")
+        os.mkdir(partial)
         try:
-            # rename(2) replaces an empty directory atomically and fails on a
-            # non-empty one, so a directory filled since the check is kept.
-            os.rename(partial, export_dir)
-        except OSError as e:
-            raise UserError(f"--export_dir: cannot move the export into {export_dir}: "
-                            f"{e.strerror}") from None
-    finally:
-        if os.path.exists(partial):
-            shutil.rmtree(partial)
+            yield partial
+            try:
+                os.rename(partial, export_dir)
+            except OSError as e:
+                raise UserError(f"--export_dir: cannot move the export into {export_dir}: "
+                                f"{e.strerror}") from None
+        finally:
+            if os.path.exists(partial):
+                shutil.rmtree(partial)
 
 
 def _partial_prefix(export_dir: str) -> str:

@@ -34,14 +34,12 @@ import contextlib
 import json
 import os
 import re
-import shutil
-import uuid
 import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mnist_tf import disk, files, quiet
+from mnist_tf import files, quiet
 from mnist_tf.choices import QUANTIZE
 from mnist_tf.constants import IMAGE_SIZE, NUM_CLASSES, normalize
 from mnist_tf.errors import UserError
@@ -323,45 +321,23 @@ def export_loaded_tflite(loaded: LoadedModel, workdir: str, export_dir: str, qua
         "hidden_sizes": list(loaded.config.hidden_sizes),
         "validation_size": loaded.config.validation_size,
     }
-    parent = os.path.dirname(export_dir)
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--export_dir: cannot create {parent}: {e.strerror}") from None
-    with disk.writing(export_dir, "free space or use another --export_dir"):
-        _write_into_place(content, metadata, loaded.model, splits.test, export_dir)
+    # The SavedModel's protocol: a hidden sibling, verified, renamed into place.
+    with saved_model_export.publishing(export_dir) as partial:
+        _write(content, metadata, loaded.model, splits.test, partial)
     return metadata
 
 
-def _write_into_place(content: bytes, metadata: dict, model, test, export_dir: str) -> None:
-    """Writes the flatbuffer into a hidden sibling of `export_dir`, verifies it, renames it.
-
-    The same protocol as the SavedModel's (`inference.export._write_into_place`):
-    a sibling left by a killed export to the same place is removed first,
-    this one is removed whatever goes wrong, and the rename is atomic.
-    """
-    saved_model_export.remove_stale_partials(export_dir)
-    partial = os.path.join(os.path.dirname(export_dir),
-                           saved_model_export._partial_prefix(export_dir)
-                           + f"{os.getpid()}-{uuid.uuid4().hex}")
-    os.mkdir(partial)
-    try:
-        with open(os.path.join(partial, TFLITE_FILE), "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        interpreter = make_interpreter(path=os.path.join(partial, TFLITE_FILE))
-        metadata.update(describe_io(interpreter))
-        metadata["verification"] = verify(interpreter, model, test, metadata["quantize"])
-        files.write_json_atomic(os.path.join(partial, METADATA_FILE), metadata)
-        try:
-            os.rename(partial, export_dir)
-        except OSError as e:
-            raise UserError(f"--export_dir: cannot move the export into {export_dir}: "
-                            f"{e.strerror}") from None
-    finally:
-        if os.path.exists(partial):
-            shutil.rmtree(partial)
+def _write(content: bytes, metadata: dict, model, test, directory: str) -> None:
+    """Writes the flatbuffer into `directory`, verifies it with LiteRT, then its metadata."""
+    path = os.path.join(directory, TFLITE_FILE)
+    with open(path, "wb") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
+    interpreter = make_interpreter(path=path)
+    metadata.update(describe_io(interpreter))
+    metadata["verification"] = verify(interpreter, model, test, metadata["quantize"])
+    files.write_json_atomic(os.path.join(directory, METADATA_FILE), metadata)
 
 
 def verify(interpreter, model, test, quantize: str) -> dict:
