@@ -115,34 +115,34 @@ def time_mnist_tf(seed: int, data_dir: str, eval_every_steps: int, scratch: str)
 
 def time_keras(seed: int, data_dir: str, scratch: str) -> dict:
     """One Keras reference run to the target; returns its seconds and step (None: missed)."""
-    spawned, exited, result = run_child(
-        [os.path.join(REPO, "benchmarks", "keras_reference.py"), f"--target={FLAGS.target}",
-         f"--data_dir={data_dir}", f"--seed={seed}", f"--max_epochs={FLAGS.keras_max_epochs}",
-         f"--hidden_sizes={FLAGS.keras_hidden_sizes}",
-         f"--eval_every_examples={FLAGS.eval_every_examples}"],
-        os.path.join(scratch, f"keras_{seed}.log"))
-    child = json.loads(result.stdout.strip().splitlines()[-1])
-    return {
-        "seed": seed,
-        **common.attempt(spawned, exited, child["target_reached_unix_time"]),
-        "step": child["target_reached_step"],
-        "epoch": child["target_reached_epoch"],
-        "evaluations": len(child["evaluations"]),
-    }
+    return time_reference(seed, "keras_reference.py", [
+        f"--data_dir={data_dir}", f"--max_epochs={FLAGS.keras_max_epochs}",
+        f"--hidden_sizes={FLAGS.keras_hidden_sizes}",
+        f"--eval_every_examples={FLAGS.eval_every_examples}"], scratch)
 
 
 def time_jax(seed: int, npz: str, eval_every_steps: int, scratch: str) -> dict:
     """One JAX recipe run to the target; returns its seconds and step (None: missed)."""
     config = FLAGS.config
+    return time_reference(seed, "jax_reference.py", [
+        f"--npz={npz}", f"--eval_every_steps={eval_every_steps}",
+        f"--hidden_sizes={flagfile_value(config, 'hidden_sizes', '512,256')}",
+        f"--batch_size={flagfile_value(config, 'batch_size', '128')}",
+        f"--epochs={flagfile_value(config, 'epochs', '2')}",
+        f"--learning_rate={flagfile_value(config, 'learning_rate', '3e-3')}",
+        f"--warmup_steps={flagfile_value(config, 'warmup_steps', '100')}", "--json"], scratch)
+
+
+def time_reference(seed: int, script: str, args: list[str], scratch: str) -> dict:
+    """One run of a reference script (benchmarks/`script`) to the target, timed from spawn.
+
+    The script takes --target and --seed and prints one JSON line with
+    `target_reached_unix_time` (null if missed), `..._step`, `..._epoch` and
+    its `evaluations`; returns its seconds and step (None: missed).
+    """
     spawned, exited, result = run_child(
-        [os.path.join(REPO, "benchmarks", "jax_reference.py"), f"--target={FLAGS.target}",
-         f"--npz={npz}", f"--seed={seed}", f"--eval_every_steps={eval_every_steps}",
-         f"--hidden_sizes={flagfile_value(config, 'hidden_sizes', '512,256')}",
-         f"--batch_size={flagfile_value(config, 'batch_size', '128')}",
-         f"--epochs={flagfile_value(config, 'epochs', '2')}",
-         f"--learning_rate={flagfile_value(config, 'learning_rate', '3e-3')}",
-         f"--warmup_steps={flagfile_value(config, 'warmup_steps', '100')}", "--json"],
-        os.path.join(scratch, f"jax_{seed}.log"))
+        [os.path.join(REPO, "benchmarks", script), f"--target={FLAGS.target}", f"--seed={seed}",
+         *args], os.path.join(scratch, f"{script.split('_')[0]}_{seed}.log"))
     child = json.loads(result.stdout.strip().splitlines()[-1])
     return {
         "seed": seed,
