@@ -203,3 +203,14 @@ def test_stop_latency_stops_saves_a_checkpoint_and_resumes(tmp_path, small_data_
     # Stopped mid-run: after the signal, before the end (no checkpoint was due there).
     assert 20 <= result["stopped_at_steps"][0] < 200
     assert any(line.startswith("signal to exit") for line in lines)
+
+
+def test_step_ablation_times_every_guard_on_both_paths(tmp_path):
+    result, lines = run_benchmark(
+        "step_ablation.py", "--hidden_sizes=16", "--batch_size=64", "--examples=1024",
+        "--repeats=1", "--rounds=1", f"--data_dir={tmp_path}")
+    rates = result["examples_per_second"]
+    assert set(rates) == {f"{path}_guard_{kind}" for path in ("tfdata", "device")
+                          for kind in ("every", "biases", "none")}
+    assert all(rate > 0 for rate in rates.values()) and result["examples_per_epoch"] == 1024
+    assert any(line.startswith("device, guard=biases") for line in lines)
