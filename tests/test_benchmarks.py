@@ -214,3 +214,12 @@ def test_step_ablation_times_every_guard_on_both_paths(tmp_path):
                           for kind in ("every", "biases", "none")}
     assert all(rate > 0 for rate in rates.values()) and result["examples_per_epoch"] == 1024
     assert any(line.startswith("device, guard=biases") for line in lines)
+
+
+def test_hlo_compare_counts_both_compiled_loops():
+    result, lines = run_benchmark("hlo_compare.py", "--hidden_sizes=16", "--batch_size=32",
+                                  "--examples=1600", "--pipeline=device")
+    ours, jax = result["mnist_tf_opcodes"], result["jax_opcodes"]
+    # Each is a training loop: a forward and backward pass of both layers' matmuls.
+    assert ours["dot"] >= 4 and jax["dot"] >= 4 and ours["fusion"] > 0 and jax["fusion"] > 0
+    assert any(line.startswith("dot ") for line in lines)
