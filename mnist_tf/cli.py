@@ -109,6 +109,25 @@ def import_tensorflow_quietly(setup=None, keras: bool = False):
 flags.disclaim_key_flags()
 
 
+def forward_to(library: str):
+    """A module `__getattr__` that answers with `library`'s names, imported on first use.
+
+    An entry point is flags and one library call; callers that reach for the
+    library's names through it (`mnist_tf.evaluate.evaluate_checkpoint`)
+    get them from `library`, and TensorFlow loads only then.
+    """
+
+    def __getattr__(name: str):
+        import importlib
+
+        try:
+            return getattr(importlib.import_module(library), name)
+        except AttributeError:
+            raise AttributeError(f"module {library!r} has no attribute {name!r}") from None
+
+    return __getattr__
+
+
 def define_checkpoint_flag(use: str) -> None:
     """Defines --checkpoint, the one way every tool names the checkpoint it reads.
 

@@ -87,14 +87,8 @@ def _evaluate_tflite() -> None:
     print(format_tflite_report(results))
 
 
-def __getattr__(name: str):
-    """Forwards the library's names (evaluate_checkpoint, format_report, ...) to callers."""
-    from mnist_tf.inference import evaluate as library
-
-    try:
-        return getattr(library, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+# The library's names, for callers of this module.
+__getattr__ = cli.forward_to("mnist_tf.inference.evaluate")
 
 
 if __name__ == "__main__":

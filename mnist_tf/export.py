@@ -87,14 +87,8 @@ def _export_tflite() -> None:
     print(format_tflite_export(exported))
 
 
-def __getattr__(name: str):
-    """Forwards library names (export_model, SIGNATURE_KEY...); TensorFlow loads on use."""
-    from mnist_tf.inference import export as library
-
-    try:
-        return getattr(library, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+# The library's names, for callers of this module.
+__getattr__ = cli.forward_to("mnist_tf.inference.export")
 
 
 if __name__ == "__main__":

@@ -61,12 +61,8 @@ def define_predict_flags() -> None:
     cli.define_short_help(SHORT_HELP)
 
 
-def __getattr__(name: str):
-    """The library's names (`mnist_tf.inference.classify`), for callers of this module."""
-    import importlib
-
-    return getattr(importlib.import_module("mnist_tf.inference.classify"), name)
-
+# The library's names, for callers of this module.
+__getattr__ = cli.forward_to("mnist_tf.inference.classify")
 
 def main(argv: list[str]) -> None:
     """Validates the flags, then classifies the files and/or the test example."""
