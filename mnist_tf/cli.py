@@ -163,6 +163,21 @@ def fail(message: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
+@contextlib.contextmanager
+def one_line_errors(interrupted: str = "interrupted"):
+    """Ends the process on a `UserError` or Ctrl-C with one line and exit status 2.
+
+    A `UserError` prints its message; Ctrl-C prints `interrupted`, which says
+    what was kept (`fail`).
+    """
+    try:
+        yield
+    except UserError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail(interrupted)
+
+
 def define_shipped_config_flag(help_text: str) -> None:
     """Defines `--config=NAME`, a shipped config by name, which `parse_flags` expands.
 

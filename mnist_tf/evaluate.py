@@ -15,7 +15,6 @@ from absl import flags, logging
 
 from mnist_tf import cli
 from mnist_tf.choices import SPLITS
-from mnist_tf.errors import UserError
 
 FLAGS = flags.FLAGS
 # The flags `--helpshort` lists, and `--help` lists first.
@@ -56,15 +55,12 @@ def main(argv: list[str]) -> None:
         return
     from mnist_tf.inference.evaluate import evaluate_checkpoint, format_report
 
-    try:
+    with cli.one_line_errors("interrupted; files already written are complete (each is "
+                             "written atomically)"):
         results = evaluate_checkpoint(
             FLAGS.workdir, FLAGS.split, checkpoint=FLAGS.checkpoint, data_dir=FLAGS.data_dir,
             manual_dir=FLAGS.manual_dir, allow_download=FLAGS.download,
         )
-    except UserError as e:
-        cli.fail(str(e))
-    except KeyboardInterrupt:
-        cli.fail("interrupted; files already written are complete (each is written atomically)")
     print(format_report(results))
     written = results["files"]
     print(f"\nWrote {written['results']}, {written['confusion_matrix_png']} and the "
@@ -77,13 +73,9 @@ def _evaluate_tflite() -> None:
         cli.fail("--checkpoint: a --tflite file holds its weights; give one or the other")
     from mnist_tf.inference.tflite import evaluate_tflite, format_tflite_report
 
-    try:
+    with cli.one_line_errors("interrupted; nothing was written"):
         results = evaluate_tflite(FLAGS.tflite, FLAGS.split, data_dir=FLAGS.data_dir,
                                   manual_dir=FLAGS.manual_dir, allow_download=FLAGS.download)
-    except UserError as e:
-        cli.fail(str(e))
-    except KeyboardInterrupt:
-        cli.fail("interrupted; nothing was written")
     print(format_tflite_report(results))
 
 

@@ -13,7 +13,6 @@ from absl import flags, logging
 
 from mnist_tf import cli, files  # noqa: F401  (files: patched by tests)
 from mnist_tf.choices import FORMATS, QUANTIZE
-from mnist_tf.errors import UserError
 
 FLAGS = flags.FLAGS
 # The flags `--helpshort` lists, and `--help` lists first.
@@ -55,12 +54,8 @@ def main(argv: list[str]) -> None:
     # export_model checks the export directory, then loads TensorFlow quietly.
     from mnist_tf.inference.export import SIGNATURE_KEY, export_model
 
-    try:
+    with cli.one_line_errors("interrupted; nothing was exported"):
         exported = export_model(FLAGS.workdir, FLAGS.export_dir, checkpoint=FLAGS.checkpoint)
-    except UserError as e:
-        cli.fail(str(e))
-    except KeyboardInterrupt:
-        cli.fail("interrupted; nothing was exported")
     signature = exported["signature"]
     print(f"Exported {exported['checkpoint']} (step {exported['step']}, hidden sizes "
           f"{exported['hidden_sizes']}, {exported['weights']} weights) to "
@@ -75,15 +70,11 @@ def _export_tflite() -> None:
     """Exports, verifies and describes a --format=tflite export."""
     from mnist_tf.inference.tflite import export_tflite, format_tflite_export
 
-    try:
+    with cli.one_line_errors("interrupted; nothing was exported"):
         exported = export_tflite(
             FLAGS.workdir, FLAGS.export_dir, FLAGS.quantize or "none",
             checkpoint=FLAGS.checkpoint, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
             allow_download=FLAGS.download)
-    except UserError as e:
-        cli.fail(str(e))
-    except KeyboardInterrupt:
-        cli.fail("interrupted; nothing was exported")
     print(format_tflite_export(exported))
 
 

@@ -25,7 +25,6 @@ from absl import flags, logging
 
 from mnist_tf import cli, plot  # cli sets TF's log level before TF loads.
 from mnist_tf import workdir as workdirs
-from mnist_tf.errors import UserError
 
 FLAGS = flags.FLAGS
 # The flags `--helpshort` lists, and `--help` lists first.
@@ -67,7 +66,7 @@ __getattr__ = cli.forward_to("mnist_tf.inference.classify")
 def main(argv: list[str]) -> None:
     """Validates the flags, then classifies the files and/or the test example."""
     logging.set_verbosity(logging.WARNING)
-    try:
+    with cli.one_line_errors():
         from mnist_tf.inference import classify
 
         # Checked before TensorFlow's start-up: a mistyped path fails at once.
@@ -82,10 +81,6 @@ def main(argv: list[str]) -> None:
             data_dir=FLAGS.data_dir, allow_download=FLAGS.download, as_json=FLAGS.json,
             preprocessed_dir=FLAGS.preprocessed_dir, plot_dir=FLAGS.plot_dir,
         )
-    except UserError as e:
-        cli.fail(str(e))
-    except KeyboardInterrupt:
-        cli.fail("interrupted")
     sys.exit(status)
 
 
