@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -252,20 +253,14 @@ def keras_rows_and_figures(images, labels, config, steps_per_call, ours_rate):
     return rows, figures
 
 
-def measure_jax(images, labels, config, steps_per_scan) -> dict:
-    """The JAX reference on the same examples, in a process of its own: its JSON figures."""
-    import tempfile
-
+def measure_jax(npz: str, num: int, config, steps_per_scan) -> dict:
+    """The JAX reference on the `num` examples of `npz`, in a process of its own: its figures."""
     import jax_reference
-    import numpy as np
 
-    with tempfile.TemporaryDirectory() as scratch:
-        npz = os.path.join(scratch, "train.npz")
-        np.savez(npz, train_images=images, train_labels=labels)
-        return jax_reference.run_in_subprocess(
-            f"--npz={npz}", f"--hidden_sizes={','.join(map(str, config.hidden_sizes))}",
-            f"--batch_size={config.batch_size}", f"--epochs={FLAGS.repeats + 1}",
-            f"--examples={len(labels)}", f"--steps_per_scan={steps_per_scan}")
+    return jax_reference.run_in_subprocess(
+        f"--npz={npz}", f"--hidden_sizes={','.join(map(str, config.hidden_sizes))}",
+        f"--batch_size={config.batch_size}", f"--epochs={FLAGS.repeats + 1}",
+        f"--examples={num}", f"--steps_per_scan={steps_per_scan}")
 
 
 def jax_rows_and_figures(rounds: list[dict], ours_rate: float, steps_per_scan: int):
@@ -313,15 +308,19 @@ def run(config, overrides, device):
         cli.fail("--jax: the JAX reference trains in float32 without dropout; drop --precision "
                  "and --dropout, or pass --nojax")
     ours_rates, jax_rounds = [], []
-    for _ in range(FLAGS.rounds):  # Interleaved: mnist_tf, then JAX, per round.
-        burn_in, times, runner = common.measure_mnist_tf(config, images, labels,
-                                                         FLAGS.repeats, device)
-        steps_per_call = runner.steps_per_call
-        ours_rates.append(common.median_rate(num, times))
+    with tempfile.TemporaryDirectory() as scratch:
+        npz = os.path.join(scratch, "train.npz")  # The same examples, for the JAX process.
         if use_jax:
-            # Whole scans within an epoch, as mnist_tf's calls end at the epoch's end.
-            steps_per_scan = min(steps_per_call, num // config.batch_size)
-            jax_rounds.append(measure_jax(images, labels, config, steps_per_scan))
+            np.savez(npz, train_images=images, train_labels=labels)
+        for _ in range(FLAGS.rounds):  # Interleaved: mnist_tf, then JAX, per round.
+            burn_in, times, runner = common.measure_mnist_tf(config, images, labels,
+                                                             FLAGS.repeats, device)
+            steps_per_call = runner.steps_per_call
+            ours_rates.append(common.median_rate(num, times))
+            if use_jax:
+                # Whole scans within an epoch, as mnist_tf's calls end at the epoch's end.
+                steps_per_scan = min(steps_per_call, num // config.batch_size)
+                jax_rounds.append(measure_jax(npz, num, config, steps_per_scan))
     ours_rate = float(np.median(ours_rates))
     step_gflops = ours_rate / batch_size * flops / 1e9
     machine = common.machine()
