@@ -302,13 +302,30 @@ def test_eval_batches_pad_the_last_batch_and_mask_it(splits):
     np.testing.assert_array_equal(images, splits.test.images.numpy())
 
 
+def test_train_chunks_index_the_same_batches_as_train_batches(splits):
+    # The default runner gathers each call's batches by these indices: they
+    # must be train_batches' batches, in order, from a resumed offset too,
+    # padded with the chunk's first batch.
+    batches = [images.numpy() for images, _ in
+               pipeline.train_batches(splits.train, 50, seed=3, epoch=2, skip_batches=1)]
+    chunks = list(pipeline.train_chunks(len(splits.train), 50, seed=3, epoch=2,
+                                        counts=[3, 2, 1], chunk_size=3, skip_batches=1))
+    images = splits.train.images.numpy()
+    assert [int(count) for _, count in chunks] == [3, 2, 1]
+    got = [images[index.numpy()[i]] for index, count in chunks for i in range(int(count))]
+    np.testing.assert_array_equal(np.stack(got), np.stack(batches[:6]))
+    index, _ = chunks[1]
+    np.testing.assert_array_equal(index.numpy()[2], index.numpy()[0])
+    assert index.shape == (3, 50) and index.dtype == tf.int32
+
+
 def test_every_pipeline_runs_without_the_autotuner(splits):
     # Deleting an unfinished iterator waits for the autotuner's thread, which
     # sleeps up to a minute (pipeline.gathered): a run stopped mid-epoch stalled.
     pipelines = {
         "train_batches": pipeline.train_batches(splits.train, 50, seed=0, epoch=0),
-        "train_chunks": pipeline.train_chunks(splits.train, 50, seed=0, epoch=0, counts=[4, 4],
-                                              chunk_size=4),
+        "train_chunks": pipeline.train_chunks(len(splits.train), 50, seed=0, epoch=0,
+                                              counts=[4, 4], chunk_size=4),
         "eval_batches": pipeline.eval_batches(splits.test, 64),
         "for_distribution": pipeline.for_distribution(
             pipeline.train_batches(splits.train, 50, seed=0, epoch=0)),

@@ -290,10 +290,14 @@ def gathered(indices: tf.data.Dataset, gather) -> tf.data.Dataset:
     wake it), so a run stopped mid-epoch would stall for up to a minute.
     Gathers from tensors in memory need no tuning: a fixed width does as well.
     """
+    dataset = indices.map(gather, num_parallel_calls=PARALLEL_GATHERS, deterministic=True)
+    return dataset.prefetch(PREFETCH_ELEMENTS).with_options(_without_autotuner())
+
+
+def _without_autotuner() -> tf.data.Options:
     options = tf.data.Options()
     options.autotune.enabled = False
-    dataset = indices.map(gather, num_parallel_calls=PARALLEL_GATHERS, deterministic=True)
-    return dataset.prefetch(PREFETCH_ELEMENTS).with_options(options)
+    return options
 
 
 def epoch_order(num_examples: int, seed: int, epoch: int) -> tf.Tensor:
@@ -338,7 +342,7 @@ def train_batches(
 
 
 def train_chunks(
-    train: Examples,
+    num_examples: int,
     batch_size: int,
     seed: int,
     epoch: int,
@@ -346,15 +350,24 @@ def train_chunks(
     chunk_size: int,
     skip_batches: int = 0,
 ) -> tf.data.Dataset:
-    """Returns epoch `epoch`'s batches grouped into one chunk per traced call.
+    """Returns epoch `epoch`'s batches as index chunks, one chunk per traced call.
 
-    The same batches, in the same order, as `train_batches`; call `c` takes
-    the next `counts[c]` of them. Each chunk is padded to `chunk_size`
-    batches (repeating its first batch; the padding is never trained on) so
-    every element has one static shape and the compiled loop is traced once.
+    The same batches, in the same order, as `train_batches`, but as the
+    examples' indices: the runner gathers the images from the split held on
+    the device inside its compiled loop, so each call receives 25 KB of
+    int32 (at 50 x 128) instead of 5 MB of pixels. Call `c` takes the next
+    `counts[c]` batches. Each chunk is padded to `chunk_size` batches
+    (repeating its first batch; the padding is never trained on) so every
+    element has one static shape and the compiled loop is traced once.
+
+    The chunks are sliced from one tensor on the caller's thread, with no
+    `map` and no `prefetch`: there is nothing to compute ahead, and on two
+    cores the threads of a mapping, prefetching pipeline woke for every
+    element and competed with the step (6 % of the step rate at batch 128;
+    docs/speed.md, "Against JAX").
 
     Args:
-        train: the training examples.
+        num_examples: the size of the training split.
         batch_size: examples per batch.
         seed: the run's seed.
         epoch: 0-based epoch number.
@@ -364,23 +377,19 @@ def train_chunks(
         skip_batches: batches of this epoch already trained on (when resuming).
 
     Returns:
-        (images uint8 [chunk_size, batch_size, 784], labels int32
-        [chunk_size, batch_size], count int32) elements, one per call.
+        (index int32 [chunk_size, batch_size], count int32) elements, one per call.
     """
-    order = epoch_order(len(train), seed, epoch)
-    steps = len(train) // batch_size
+    order = epoch_order(num_examples, seed, epoch)
+    steps = num_examples // batch_size
     batches = tf.reshape(order[: steps * batch_size], [steps, batch_size])
     starts = skip_batches + np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
     within = np.arange(chunk_size, dtype=np.int32)
     # Batch row of each chunk slot: the call's own rows, then its first row again.
     rows = starts[:, None] + np.where(within[None, :] < np.asarray(counts)[:, None], within, 0)
-
-    def gather(chunk_rows, count):
-        index = tf.gather(batches, chunk_rows)  # [chunk_size, batch_size]
-        return tf.gather(train.images, index), tf.gather(train.labels, index), count
-
-    dataset = tf.data.Dataset.from_tensor_slices((rows, np.asarray(counts, np.int32)))
-    return gathered(dataset, gather)
+    rows = rows.reshape([len(counts), chunk_size])  # Also for a plan of no calls.
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (tf.gather(batches, rows), np.asarray(counts, np.int32)))
+    return dataset.with_options(_without_autotuner())
 
 
 def for_distribution(dataset: tf.data.Dataset) -> tf.data.Dataset:

@@ -1,9 +1,10 @@
 """Runners: the ways the one train-step body is traced and fed with batches.
 
-* `IteratorRunner` (the default): tf.data batches, several steps per traced
-  call over the epoch's iterator, the step XLA-compiled.
-* `DeviceLoopRunner` (`--data_on_device`): the training split held as
-  tensors; several steps per traced call in one XLA-compiled loop.
+* `IteratorRunner` (the default): tf.data streams each call's batch
+  indices; several steps per call in one XLA-compiled loop that gathers the
+  batches from the training split held on the device.
+* `DeviceLoopRunner` (`--data_on_device`): the same, with the epoch's order
+  built on the device and no tf.data at all.
 * `DistributedRunner`: a `tf.distribute` strategy's distributed dataset, one
   step per call through `strategy.run`.
 
@@ -20,7 +21,6 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from mnist_tf.constants import NUM_PIXELS
 from mnist_tf.data import pipeline
 from mnist_tf.training.steps import StepOutput
 
@@ -66,62 +66,63 @@ def _step_loop(train_step, count, stop_vote, zero_gradients, batch):
     return loss, gradients, diverged_at, stop
 
 
-class IteratorRunner:
-    """Several steps per traced call over a tf.data iterator: the default path.
+def held_on(device: str | None, examples: pipeline.Examples) -> tuple[tf.Tensor, tf.Tensor]:
+    """The split's (images, labels), copied once onto `device` (None: where they are).
 
-    As orbit's `StandardTrainer`, the epoch's iterator is passed into one
-    `tf.function`, which takes one element per call: a chunk of the next
-    `count` batches (`pipeline.train_chunks`, gathered by tf.data's threads
-    while the previous call trains). The loop over the chunk's batches is a
-    second `tf.function`, XLA-compiled with `jit_compile` (XLA cannot compile
-    the iterator's get-next, so that part stays outside): one get-next and
-    one compiled launch per call instead of per step. The chunks follow the
-    loop's plan of calls (`start_epoch(..., counts)`), so calls and chunks
-    always agree.
+    The compiled loops gather their batches from these: tensors a traced
+    function captures from another device would be copied in on every call.
+    """
+    if device is None:
+        return examples.images, examples.labels
+    with tf.device(device):
+        return tf.identity(examples.images), tf.identity(examples.labels)
+
+
+class IteratorRunner:
+    """Several steps per call, the batches' indices fed by tf.data: the default path.
+
+    tf.data streams the epoch's order as one chunk of `count` batches'
+    indices per call (`pipeline.train_chunks`, following the loop's plan of
+    calls, `start_epoch(..., counts)`), and the call gathers each batch from
+    the training split held on the device inside one XLA-compiled loop, as
+    a JAX loop over data on the device does. The chunk is taken eagerly
+    (XLA cannot compile an iterator's get-next) and handed to the compiled
+    loop: one get-next and one compiled launch per call instead of per step.
 
     Attributes:
-        train_fn: the traced call (one trace: its inputs keep one type).
-        loop_fn: the traced loop over a chunk (one trace: a fixed signature).
+        train_fn: the traced call (one trace: a fixed signature).
         steps_per_call: the most steps one call runs (the chunk size).
     """
 
     def __init__(self, train_step, train: pipeline.Examples, batch_size: int, seed: int,
                  zero_gradients: list[tf.Tensor], jit_compile: bool = True,
                  steps_per_call: int = 1, device: str | None = None):
-        self._train, self._batch_size, self._seed = train, batch_size, seed
-        self._device, self._chunks, self._counts = device, None, []
+        self._num_train, self._batch_size, self._seed = len(train), batch_size, seed
+        self._chunks, self._counts = None, []
         self.steps_per_call = steps_per_call
+        images, labels = held_on(device, train)
 
-        def chunk_loop(images, labels, count, stop_vote):
-            # A gather, not a slice: XLA would take a slice's start as a constant.
-            return _step_loop(train_step, count, stop_vote, zero_gradients,
-                              lambda i: (tf.gather(images, i), tf.gather(labels, i)))
+        def chunk_loop(index, count, stop_vote):
+            def batch(i):
+                # A gather, not a slice: XLA would take a slice's start as a constant.
+                rows = tf.gather(index, i)
+                return tf.gather(images, rows), tf.gather(labels, rows)
 
-        shape = [steps_per_call, batch_size]
-        signature = [tf.TensorSpec(shape + [NUM_PIXELS], train.images.dtype, name="images"),
-                     tf.TensorSpec(shape, tf.int32, name="labels"),
+            return _step_loop(train_step, count, stop_vote, zero_gradients, batch)
+
+        signature = [tf.TensorSpec([steps_per_call, batch_size], tf.int32, name="index"),
                      tf.TensorSpec([], tf.int32, name="count"),
                      tf.TensorSpec([], tf.int32, name="stop_vote")]
-        self.loop_fn = tf.function(chunk_loop, input_signature=signature,
-                                   jit_compile=jit_compile, autograph=False)
-
-        def train_call(iterator, stop_vote):
-            images, labels, count = next(iterator)
-            return self.loop_fn(images, labels, count, stop_vote)
-
-        self.train_fn = tf.function(train_call, autograph=False)
+        self.train_fn = tf.function(chunk_loop, input_signature=signature,
+                                    jit_compile=jit_compile, autograph=False)
 
     def start_epoch(self, epoch: int, offset: int, counts: list[int] | None = None) -> None:
         """Starts epoch `epoch` from batch `offset`, in calls of `counts` steps."""
         counts = list(counts or [])
         self._counts = counts[::-1]  # Popped from the end, to check each call.
-        chunks = pipeline.train_chunks(self._train, self._batch_size, self._seed, epoch,
-                                       counts, self.steps_per_call, skip_batches=offset)
-        if self._device and self._device.startswith("/GPU"):
-            # The next chunks wait in GPU memory while a call trains
-            # (untested here: no GPU with TensorFlow on our machines).
-            chunks = chunks.apply(tf.data.experimental.prefetch_to_device(self._device))
-        self._chunks = iter(chunks)
+        self._chunks = iter(pipeline.train_chunks(self._num_train, self._batch_size, self._seed,
+                                                  epoch, counts, self.steps_per_call,
+                                                  skip_batches=offset))
 
     def __call__(self, first: int, count: int, stop_vote: int):
         """Runs the next planned call (`count` steps): a `CallOutput`."""
@@ -130,11 +131,12 @@ class IteratorRunner:
         if planned != count:
             raise RuntimeError(f"call of {count} steps, but {planned} were planned: a bug in "
                                "the training loop's plan")
-        return CallOutput(*self.train_fn(self._chunks, tf.constant(stop_vote, tf.int32)))
+        index, count = next(self._chunks)
+        return CallOutput(*self.train_fn(index, count, tf.constant(stop_vote, tf.int32)))
 
     def graph(self) -> tf.Graph:
         """The compiled loop's graph, for TensorBoard."""
-        return self.loop_fn.get_concrete_function().graph
+        return self.train_fn.get_concrete_function().graph
 
 
 class DeviceLoopRunner:
@@ -146,11 +148,11 @@ class DeviceLoopRunner:
 
     def __init__(self, train_step, train: pipeline.Examples, batch_size: int, seed: int,
                  zero_gradients: list[tf.Tensor], jit_compile: bool = False,
-                 steps_per_call: int = 1):
+                 steps_per_call: int = 1, device: str | None = None):
         self._num_train, self._batch_size, self._seed = len(train), batch_size, seed
         self._order = None
         self.steps_per_call = steps_per_call
-        images, labels = train.images, train.labels
+        images, labels = held_on(device, train)
         positions = tf.range(batch_size, dtype=tf.int32)
 
         def train_loop(order, first_batch, count, stop_vote):

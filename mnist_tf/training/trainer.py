@@ -225,7 +225,7 @@ def make_runner(config, state, schedule, metrics, splits, strategy, device=None,
     if config.data_on_device:
         return runners.DeviceLoopRunner(train_step, splits.train, config.batch_size,
                                         config.seed, zeros, config.jit_compile,
-                                        config.steps_per_call)
+                                        config.steps_per_call, device)
     return runners.IteratorRunner(train_step, splits.train, config.batch_size, config.seed,
                                   zeros, config.jit_compile, config.steps_per_call, device)
 
