@@ -302,10 +302,11 @@ class TrainConfig:
     # How batches reach the step and how many steps a call runs: the same
     # batches and arithmetic either way (tested bit-identical).
     data_on_device: bool = setting(
-        False, "Index each batch from the training split held as tensors (on the GPU if "
-        "there is one) inside one XLA-compiled loop, instead of streaming it through tf.data "
-        "(the default); each epoch's order is a stateless shuffle of (seed, epoch). Under "
-        "--distribution, tf.data is used, said in one line.", on_resume=FREE)
+        False, "Build each epoch's order as a tensor and index it inside the XLA-compiled "
+        "loop, instead of streaming each call's batch indices through tf.data (the default); "
+        "either way the loop gathers the batches from the training split held on the device "
+        "(the GPU if there is one), in the order of a stateless shuffle of (seed, epoch). "
+        "Under --distribution, tf.data batches are used, said in one line.", on_resume=FREE)
     steps_per_call: int = setting(
         50, "Optimizer steps per traced call (1: one step per call, for debugging); calls "
         "stop early wherever a log line, checkpoint or epoch end is due. Under "

@@ -1,4 +1,4 @@
-"""The input pipeline: TFDS `mnist` -> decoded once -> uint8 tensors -> tf.data batches.
+"""The input pipeline: TFDS `mnist` -> decoded once -> uint8 tensors -> batches by index.
 
 Splits: `train` and `validation` are carved from TFDS's train split (the last
 `validation_size` examples are validation; the test split is never touched
@@ -9,7 +9,8 @@ so the decoded uint8 arrays are saved once with `tf.data`'s own
 `Dataset.save` beside the prepared data (`DECODED_CACHE_DIR`; see "The decoded
 cache" below). Every split is held in memory as uint8 tensors (55 MB; the
 traced steps normalise each batch), and batches are gathered from those
-tensors by index.
+tensors by index: by tf.data (`train_batches`, `eval_batches`), or inside the
+compiled training loop, which tf.data feeds only the indices (`train_chunks`).
 
 Batches have static shapes so each traced step is traced once:
 
