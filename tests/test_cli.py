@@ -1,6 +1,7 @@
 """`python -m mnist_tf.train` as a user runs it: flags, flagfiles, errors, resuming."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -216,3 +217,30 @@ def test_train_then_resume_from_the_command_line(tmp_path, small_data_dir):
     assert "Resuming from" in second.stdout and "at step 12" in second.stdout
     assert json.loads((workdir / "results.json").read_text())["global_step"] == 20
     # (Resuming with a setting that must match is refused: tests/test_workdir.py.)
+
+
+def test_entry_points_import_tensorflow_without_keras_or_jax(tmp_path):
+    # A stand-in `jax` that records being imported: TensorFlow's tf.lite imports
+    # `jax` whenever one is installed, which the entry points skip (0.4 s).
+    fake = tmp_path / "jax"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import os\nopen(os.environ['JAX_IMPORTED'], 'w').close()\njit = None\n")
+    marker = tmp_path / "imported"
+    code = (
+        "import sys\n"
+        "from mnist_tf import cli\n"
+        "tf = cli.import_tensorflow_quietly()\n"
+        "print(sorted(name for name in ('keras', 'matplotlib', 'jax') if name in sys.modules))\n"
+        "import jax\n"
+        "print(jax.__file__)\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}",
+           "JAX_IMPORTED": str(marker)}
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded, jax_file = result.stdout.splitlines()[-2:]
+    assert loaded == "[]"
+    # After TensorFlow's import, `import jax` works as usual.
+    assert jax_file == str(fake / "__init__.py") and marker.exists()
