@@ -340,7 +340,9 @@ class TrainConfig:
         "runs save that time by evaluating less often.", on_resume=FREE, bound="positive")
     eval_every_steps: int = setting(
         0, "Also evaluate (validation and test) every this many steps; 0: only at the ends "
-        "of epochs (--eval_every_epochs).", on_resume=FREE, bound="non_negative")
+        "of epochs (--eval_every_epochs). These evaluations write scalars only; the test "
+        "split's confusion matrix and misclassified digits are drawn at epoch ends.",
+        on_resume=FREE, bound="non_negative")
     stop_at_test_accuracy: float = setting(
         0.0, "Stop as soon as an evaluation's test accuracy reaches this fraction (e.g. "
         "0.98) and record when in results.json (target_reached); for time-to-accuracy "

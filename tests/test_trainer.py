@@ -259,6 +259,14 @@ def test_eval_every_steps_and_stop_at_test_accuracy(tmp_path, small_data_dir):
                                          stop_at_test_accuracy=0.9, eval_every_steps=7),
                              tmp_path / "never", small_data_dir)
     assert evaluated_steps(lines) == [7, 14, 15, 21, 28, 30]
+    # Every evaluation writes its scalars; the pictures are drawn at epoch ends only.
+    accumulator = event_accumulator.EventAccumulator(
+        str(tmp_path / "never" / SUMMARY_SUBDIR / "test"),
+        size_guidance={event_accumulator.TENSORS: 0, event_accumulator.IMAGES: 0})
+    accumulator.Reload()
+    assert [event.step for event in accumulator.Tensors("accuracy")] == [7, 14, 15, 21, 28, 30]
+    for tag in ("confusion_matrix", "misclassified"):
+        assert [event.step for event in accumulator.Tensors(tag)] == [15, 30]
     assert unreachable["test_accuracy"] < 0.9
     assert unreachable["target_reached"] is None
     assert unreachable["global_step"] == 30

@@ -222,11 +222,11 @@ class Evaluate(PeriodicAction):
 
     def __call__(self, step: int, output=None) -> None:
         """Evaluates both splits, writes their summaries and logs one line."""
-        evaluations = self.evaluator(step, self.progress.latest)
-        summary = ", ".join(f"{split} loss {m['loss']:.4f} accuracy {m['accuracy']:.2%}"
-                            for split, m in evaluations.items())
         span = self.span
         epoch_done = step % span.steps_per_epoch == 0 or step == span.total_steps
+        evaluations = self.evaluator(step, self.progress.latest, pictures=epoch_done)
+        summary = ", ".join(f"{split} loss {m['loss']:.4f} accuracy {m['accuracy']:.2%}"
+                            for split, m in evaluations.items())
         self.log(f"epoch {span.epochs(step):.2f} "
                  f"{'done' if epoch_done else 'evaluated'} (step {step}): {summary}")
 

@@ -156,12 +156,17 @@ class Evaluator:
         self.evaluated_step = -1
         self.history: dict[str, list] = {}
 
-    def __call__(self, step: int, train: dict[str, float] | None = None) -> dict[str, dict]:
+    def __call__(self, step: int, train: dict[str, float] | None = None,
+                 pictures: bool = True) -> dict[str, dict]:
         """Evaluates validation and test at `step`; the test split also gets its pictures.
 
         Args:
             step: the steps done.
             train: the latest train {"loss", "accuracy"} for the history (None: none yet).
+            pictures: draw the test split's confusion matrix and misclassified
+                digits for TensorBoard. Drawing and encoding them costs about
+                half as much as the pass itself, so the evaluations between
+                epoch ends (`--eval_every_steps`) write scalars only.
 
         Returns:
             {split: metrics}, also kept as `evaluations`.
@@ -170,7 +175,8 @@ class Evaluator:
         for split, batches in self.batches.items():
             evaluation = evaluate(
                 self.step_fn, self.metrics, batches,
-                max_mistakes=(MAX_MISCLASSIFIED_IMAGES if split == "test" and writers is not None
+                max_mistakes=(MAX_MISCLASSIFIED_IMAGES
+                              if split == "test" and pictures and writers is not None
                               else None))
             results[split] = evaluation.metrics
             if writers is None:
