@@ -65,9 +65,9 @@ flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_f
 flags.DEFINE_string("device", "auto", "auto | cpu | gpu | gpu:N, as mnist_tf.train's --device.")
 flags.DEFINE_float("dropout", 0.0, "Dropout rate of the hidden layers (every trainer).")
 flags.DEFINE_enum("pipeline", "default", ["default", "tfdata", "device"],
-                  "Overrides mnist_tf's input path: tfdata (--nodata_on_device: batches from "
-                  "the tf.data pipeline) or device (--data_on_device: the split held as "
-                  "tensors). default: the trainer's default.")
+                  "Overrides mnist_tf's input path: tfdata (--nodata_on_device: tf.data "
+                  "streams each call's batch indices) or device (--data_on_device: the "
+                  "order built as a tensor). default: the trainer's default.")
 flags.DEFINE_boolean("jit_compile", None,
                      "Overrides mnist_tf's --jit_compile (unset: the trainer's default).")
 flags.DEFINE_integer("steps_per_call", None,
