@@ -12,8 +12,9 @@ Each repeat runs, one after the other, each in a fresh Python process:
   Keras users hold them: `x / 255.0` as the seed notebooks write it (a float64
   array; --keras_pixels=float32 for `x.astype("float32") / 255`), evaluated on
   the test set at each epoch's end as mnist_tf is;
-- the floor both stand on: a process that only imports TensorFlow and starts
-  its runtime.
+- the floor both stand on: a process that only imports TensorFlow as the
+  entry points do (`cli.import_tensorflow_quietly`: without Keras or JAX,
+  which the Keras process then adds above it) and starts its runtime.
 
 Each process's peak resident set size is read from the kernel's accounting
 of that child alone (`os.wait4`'s `ru_maxrss`: the high-water mark over the
@@ -56,7 +57,7 @@ flags.DEFINE_string("data_dir", None, "TFDS data dir (default: TFDS's; prepared 
 flags.DEFINE_string("output", None, "Also write the JSON line to this file.")
 
 # A process that loads TensorFlow and starts its runtime, and nothing else.
-FLOOR = ["-c", "import tensorflow as tf; tf.constant(0).numpy()"]
+FLOOR = ["-c", "from mnist_tf import cli; cli.import_tensorflow_quietly().constant(0).numpy()"]
 
 
 def run_measured(args: list[str], log_path: str) -> dict:
@@ -143,7 +144,7 @@ def report(repeats: list[dict]) -> None:
             ("mnist_tf flags", " ".join(FLAGS.train_flag)),
             ("model", f"hidden {settings['hidden_sizes']}, batch {settings['batch_size']}, "
                       f"dropout {settings['dropout']}, {settings['epochs']} epoch(s)")]
-    names = {"floor": "floor (import tensorflow)", "mnist_tf": "mnist_tf.train",
+    names = {"floor": "floor (TensorFlow imported)", "mnist_tf": "mnist_tf.train",
              "keras": f"Keras model.fit (pixels: {FLAGS.keras_pixels})"}
     for name, label in names.items():
         if name not in repeats[0]:
