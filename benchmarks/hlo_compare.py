@@ -42,7 +42,7 @@ flags.DEFINE_string("output", None, "Also write the JSON line to this file.")
 # `%name = type opcode(`: an instruction of an HLO text module.
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%\S+ = .*?\s([a-z][a-z0-9-]*)\(")
 # The training loop's module of each side, by its file name.
-_LOOP_MODULE = {"mnist_tf": re.compile(r"inference_(chunk|device)_loop|inference_.*loop.*"),
+_LOOP_MODULE = {"mnist_tf": re.compile(r"inference_train_(call|loop)_"),
                 "jax": re.compile(r"jit_run")}
 
 

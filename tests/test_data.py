@@ -104,7 +104,8 @@ def test_decoded_cache_is_a_dataset_save_reused_without_decoding(data_copy, deco
     assert decodes == ["train", "test"]
     cache = the_cache(data_copy)
     assert cache.name.startswith("mnist-3.0.1-")
-    assert sorted(os.listdir(cache)) == ["snapshot_metadata.sha256", "test", "train"]
+    assert sorted(os.listdir(cache)) == ["sizes.json", "snapshot_metadata.sha256", "test",
+                                         "train"]
     # Each split is a tf.data save of one element, the whole split.
     images, labels = tf.data.Dataset.load(str(cache / "test")).get_single_element()
     np.testing.assert_array_equal(images.numpy(), tfds_decoded["test"][0])
@@ -170,6 +171,8 @@ DAMAGES = {
     # the digest check stops it first.
     "metadata format version 0": lambda cache: set_metadata_version(cache, "test", 0),
     "digest deleted": lambda cache: os.remove(cache / "snapshot_metadata.sha256"),
+    "sizes deleted": lambda cache: os.remove(cache / "sizes.json"),
+    "sizes changed": lambda cache: (cache / "sizes.json").write_text('{"train": 1, "test": 1}'),
 }
 
 
@@ -184,6 +187,28 @@ def test_damaged_decoded_cache_is_rebuilt(data_copy, decodes, tfds_decoded, dama
     assert the_cache(data_copy) == cache  # Saved again under its name...
     assert_same_arrays(decoded_arrays(data_copy), tfds_decoded)
     assert decodes == ["train", "test"] * 2  # ... and intact.
+
+
+def test_load_splits_reads_an_intact_cache_without_tfds(data_copy, monkeypatch, tfds_decoded):
+    expected = pipeline.load_splits(str(data_copy), 30)  # Decodes through TFDS, saves the cache.
+
+    def no_tfds(*args, **kwargs):
+        raise AssertionError("TFDS's builder was built")
+
+    monkeypatch.setattr(tfds, "builder", no_tfds)
+    splits = pipeline.load_splits(str(data_copy), 30)
+    assert (splits.num_train, splits.num_validation, splits.num_test) == (
+        expected.num_train, 30, expected.num_test)
+    for name in ("train", "validation", "test"):
+        for got, want in zip(as_arrays(getattr(splits, name)), as_arrays(getattr(expected, name))):
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(UserError, match="--validation_size: .* leaves no training examples"):
+        pipeline.load_splits(str(data_copy), len(tfds_decoded["train"][1]))
+    # Re-prepared files (another fingerprint) go through TFDS again.
+    tfds_dir = data_copy / "mnist" / "3.0.1"
+    os.utime(tfds_dir / "dataset_info.json", ns=(1, 1))
+    with pytest.raises(DataError, match="builder was built"):
+        pipeline.load_splits(str(data_copy), 30)
 
 
 def files_in(data_dir):

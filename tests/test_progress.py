@@ -46,7 +46,7 @@ class FakeEvaluator:
     def __init__(self, clock):
         self.clock, self.evaluations, self.evaluated_step = clock, {}, -1
 
-    def __call__(self, step, train=None):
+    def __call__(self, step, train=None, pictures=True):
         self.clock.now += 100.0
         self.evaluations = {"validation": {"loss": 0.4, "accuracy": 0.9}}
         self.evaluated_step = step

@@ -102,7 +102,7 @@ class IteratorRunner:
         self.steps_per_call = steps_per_call
         images, labels = held_on(device, train)
 
-        def chunk_loop(index, count, stop_vote):
+        def train_call(index, count, stop_vote):
             def batch(i):
                 # A gather, not a slice: XLA would take a slice's start as a constant.
                 rows = tf.gather(index, i)
@@ -113,7 +113,7 @@ class IteratorRunner:
         signature = [tf.TensorSpec([steps_per_call, batch_size], tf.int32, name="index"),
                      tf.TensorSpec([], tf.int32, name="count"),
                      tf.TensorSpec([], tf.int32, name="stop_vote")]
-        self.train_fn = tf.function(chunk_loop, input_signature=signature,
+        self.train_fn = tf.function(train_call, input_signature=signature,
                                     jit_compile=jit_compile, autograph=False)
 
     def start_epoch(self, epoch: int, offset: int, counts: list[int] | None = None) -> None:
