@@ -120,8 +120,11 @@ class Splits:
     num_test: int
 
 
-def from_arrays(images: np.ndarray, labels: np.ndarray) -> Examples:
-    """Holds uint8 images [N, 28, 28(, 1)] and integer labels [N] as `Examples`."""
+def from_arrays(images, labels) -> Examples:
+    """Holds uint8 images [N, 28, 28(, 1)] and integer labels [N] as `Examples`.
+
+    Arrays or tensors: a uint8 tensor is reshaped, not copied.
+    """
     images = tf.reshape(tf.convert_to_tensor(images, tf.uint8), [-1, NUM_PIXELS])
     return Examples(images, tf.cast(labels, tf.int32))
 
@@ -152,8 +155,11 @@ def _metadata_digest(path: str) -> str:
 
 
 def _load_decoded(path: str, sizes: dict[str, int] | None = None
-                  ) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
-    """The arrays `_save_decoded` left at `path`, or None if they are missing or damaged.
+                  ) -> dict[str, tuple[tf.Tensor, tf.Tensor]] | None:
+    """The arrays `_save_decoded` left at `path` as tensors, or None if missing or damaged.
+
+    Tensors, not arrays: `load_splits` holds them as they are, where a round
+    trip through NumPy would copy the 55 MB twice.
 
     Args:
         path: the cache's directory.
@@ -176,7 +182,7 @@ def _load_decoded(path: str, sizes: dict[str, int] | None = None
             # get_single_element checks the element against `spec`, and that there is one.
             images, labels = tf.data.Dataset.load(os.path.join(path, split),
                                                   element_spec=spec).get_single_element()
-            arrays[split] = images.numpy(), labels.numpy()
+            arrays[split] = images, labels
         return arrays
     except (OSError, ValueError, tf.errors.OpError):
         # Measured: DataLossError (a shard truncated or overwritten), NotFoundError
@@ -231,7 +237,8 @@ def decoded_arrays(builder) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     sizes = {split: builder.info.splits[split].num_examples for split in _DECODED_SPLITS}
     arrays = _load_decoded(path, sizes)
     if arrays is not None:
-        return arrays
+        return {split: (images.numpy(), labels.numpy())
+                for split, (images, labels) in arrays.items()}
     import tensorflow_datasets as tfds
 
     arrays = {
@@ -285,8 +292,9 @@ def load_splits(data_dir: str, validation_size: int) -> Splits:
     validation = None
     if validation_size:
         validation = from_arrays(train_images[num_train:], train_labels[num_train:])
+        train_images, train_labels = train_images[:num_train], train_labels[:num_train]
     return Splits(
-        train=from_arrays(train_images[:num_train], train_labels[:num_train]),
+        train=from_arrays(train_images, train_labels),
         validation=validation,
         test=from_arrays(test_images, test_labels),
         num_train=num_train,
