@@ -119,6 +119,9 @@ def main(argv):
         if not FLAGS.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     wall = figures["wall_ms_per_step"]
+    if not wall:
+        cli.fail("the trace has no `train_call` events: the default runner's traced call "
+                 "(mnist_tf/training/runners.py) is named otherwise")
     rows = [("config", f"784-{FLAGS.hidden_sizes.replace(',', '-')}-10, batch "
                        f"{FLAGS.batch_size}, default flags, steps {start}..{end}"),
             ("wall per step", f"{wall:.3f} ms (the traced calls)")]

@@ -102,6 +102,8 @@ class IteratorRunner:
         self.steps_per_call = steps_per_call
         images, labels = held_on(device, train)
 
+        # The name is how benchmarks/step_profile.py and hlo_compare.py find this
+        # call in a profile or an HLO dump.
         def train_call(index, count, stop_vote):
             def batch(i):
                 # A gather, not a slice: XLA would take a slice's start as a constant.
