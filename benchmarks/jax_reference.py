@@ -151,7 +151,8 @@ def accuracy(params, images, labels) -> float:
     """Accuracy of `params` on uint8 images (on the device) and their labels.
 
     One `jax.jit` program for the whole split, compiled at the first call,
-    as a JAX engineer would write it (op by op, each op dispatches alone).
+    as a JAX engineer would write it, rather than op by op (each op
+    dispatched alone).
     """
     return float(_jitted_accuracy()(params, images, labels))
 

@@ -54,11 +54,10 @@ TRAIN_FLAGS = ("--hidden_sizes=512,256", "--batch_size=128", "--train_steps=2",
 PHASES = {"devices": "Device:", "model": "Model:", "first_step": "step 1/"}
 
 
-def seconds_of(args: list[str], **env: str) -> float:
-    """Seconds of one process, spawn to exit, with `env` added to its environment; must succeed."""
+def seconds_of(args: list[str]) -> float:
+    """Seconds of one process, spawn to exit; must succeed."""
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                            env=dict(os.environ, **env))
+    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True)
     if result.returncode != 0:
         cli.fail(f"{' '.join(args)} failed: {result.stderr.strip().splitlines()[-1:]}")
     return time.perf_counter() - start

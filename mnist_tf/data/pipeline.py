@@ -173,8 +173,8 @@ def _load_decoded(path: str, sizes: dict[str, int] | None = None
                 return None  # Not safe to hand to Dataset.load.
         with open(os.path.join(path, _SIZES)) as f:
             saved = json.load(f)
-        if saved != (sizes or saved):
-            return None
+        if sizes is not None and saved != sizes:
+            return None  # Stale: TFDS counts otherwise.
         sizes, arrays = saved, {}
         for split, size in sizes.items():
             spec = (tf.TensorSpec([size, IMAGE_SIZE, IMAGE_SIZE, 1], tf.uint8),
